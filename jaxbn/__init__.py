@@ -1,0 +1,3 @@
+"""jaxbn: exact, fast, functional batch normalization for JAX."""
+
+__version__ = "0.1.0"
