@@ -323,7 +323,7 @@ _IMPLEMENTATIONS = {
 
 
 def _varying_axes(a) -> frozenset:
-    """Mesh axes over which `a` varies inside shard_map (empty outside it or with check_vma=False)."""
+    """Mesh axes `a` varies over inside shard_map (empty outside it, or with check_vma=False)."""
     aval = jax.typeof(a)
     mat = getattr(aval, "manual_axis_type", None)
     if mat is not None:
@@ -549,7 +549,8 @@ def batch_norm(
 def _check_state(state, feature_shape) -> BatchNormState:
     if not isinstance(state, BatchNormState):
         raise TypeError(
-            f"state must be a jaxbn.BatchNormState (see jaxbn.batch_norm_state), got {type(state).__name__}"
+            "state must be a jaxbn.BatchNormState (see jaxbn.batch_norm_state), "
+            f"got {type(state).__name__}"
         )
     for name in ("mean", "var"):
         v = getattr(state, name)
