@@ -78,11 +78,14 @@ def time_interleaved(
 def compiled_memory(fn: Callable, *args, **kwargs) -> dict[str, int]:
     """Byte sizes XLA reports for ``jax.jit(fn)`` compiled on these arguments.
 
+    ``fn`` may already be jitted: its cached compilation is then reused.
+
     Returns:
       ``{"temp": ..., "output": ..., "argument": ...}`` (temp is the scratch memory the compiled
       program allocates beyond its arguments and outputs); empty if the backend does not say.
     """
-    compiled = jax.jit(fn).lower(*args, **kwargs).compile()
+    jitted = fn if hasattr(fn, "lower") else jax.jit(fn)
+    compiled = jitted.lower(*args, **kwargs).compile()
     analysis = compiled.memory_analysis()
     if analysis is None:
         return {}
@@ -96,17 +99,21 @@ def compiled_memory(fn: Callable, *args, **kwargs) -> dict[str, int]:
 def residual_bytes(fn: Callable, *args: jax.Array) -> dict[str, int]:
     """Bytes a reverse-mode pass keeps between the forward and the backward of ``fn(*args)``.
 
-    Residuals that are the inputs themselves cost no new memory and are counted apart.
+    Residuals that are the inputs themselves cost no new memory and are counted apart. The count
+    comes from tracing ``jax.vjp`` (nothing is computed or compiled): the residuals are the
+    outputs of the traced forward that the backward closes over.
 
     Returns:
       ``{"new": bytes of residuals that are not inputs, "aliased_inputs": bytes of residuals that
       are the inputs, "largest_new": bytes of the largest new residual}``.
     """
-    _, vjp_fn = jax.vjp(fn, *args)
+    closed = jax.make_jaxpr(lambda *a: jax.vjp(fn, *a)[1])(*args)
+    inputs = {id(v) for v in closed.jaxpr.invars}
     new, aliased, largest = 0, 0, 0
-    for leaf in jax.tree.leaves(vjp_fn):
-        nbytes = int(getattr(leaf, "nbytes", 0))
-        if any(leaf is a for a in args):
+    for var in closed.jaxpr.outvars:
+        aval = var.aval
+        nbytes = int(np.prod(aval.shape)) * aval.dtype.itemsize if hasattr(aval, "shape") else 0
+        if id(var) in inputs:
             aliased += nbytes
         else:
             new += nbytes

@@ -156,14 +156,28 @@ def _primal_values(x, gamma, beta, mask):
 def _forward(x, gamma, beta, mask_b, lay: _Layout):
     """Shared forward of the custom variants: y, mean, var, inv_std, m and the compute pieces."""
     ct = _compute_dtype(x.dtype)
-    xf = x.astype(ct)
-    mean, var, m = _moments(xf, mask_b, lay)
+    mean, var, m = _moments(x.astype(ct), mask_b, lay)
     inv = lax.rsqrt(var + lay.eps)
     g = jnp.reshape(gamma, lay.param_bshape).astype(ct)
     b = jnp.reshape(beta, lay.param_bshape).astype(ct)
+    # Give the y pass its own x - mean (see _private): shared with the variance's, it is written
+    # out as a full-size temporary and read back instead of being fused into both passes.
+    x, mean, inv = _private(x, mean, inv)
     # (x - mean) * (gamma * inv_std) + beta: one fused pass, and no cancellation when |mean| >> std.
-    y = (xf - mean) * (g * inv) + b
+    y = (x.astype(ct) - mean) * (g * inv) + b
     return y.astype(x.dtype), mean, var, inv, m
+
+
+def _private(*arrays):
+    """The arrays unchanged, but opaque to XLA's common-subexpression elimination.
+
+    XLA's CPU backend merges identical expressions such as ``x - mean`` computed in two passes
+    over x, and then materializes the merged array (a full-size write and re-read, plus a fresh
+    buffer whose first touch page-faults) rather than recomputing it in each pass. An
+    optimization barrier makes each pass's inputs distinct values, so each pass recomputes its
+    elementwise prologue inside its own fused loop.
+    """
+    return lax.optimization_barrier(arrays)
 
 
 def _is_zero(ct) -> bool:
@@ -209,8 +223,10 @@ def _normalize_closed_bwd(lay: _Layout, res, cts):
     d_y, d_mean, d_var = cts
     ct = mean.dtype
     mask_b = _mask(mask, lay)
-    xc = x.astype(ct) - mean
-    x_hat = xc * inv
+    # x - mean recomputed privately for the reduction pass (see _private).
+    x_r, mean_r, inv_r = _private(x, mean, inv)
+    xc = x_r.astype(ct) - mean_r
+    x_hat = xc * inv_r
     if _is_zero(d_y):
         dx = jnp.zeros_like(xc)
         dgamma = dbeta = None
@@ -218,14 +234,27 @@ def _normalize_closed_bwd(lay: _Layout, res, cts):
         gy = d_y.astype(ct)
         if mask_b is not None:
             gy = jnp.where(mask_b, gy, 0)
-        d_xhat = gy * jnp.reshape(gamma, lay.param_bshape).astype(ct)
-        # dx = inv_std / m * (m * d_xhat - sum(d_xhat) - x_hat * sum(d_xhat * x_hat))
-        s1 = _psum(jnp.sum(d_xhat, lay.stat_axes, keepdims=True), lay.axis_name)
-        s2 = _psum(jnp.sum(d_xhat * x_hat, lay.stat_axes, keepdims=True), lay.axis_name)
-        dx = (inv / m) * (m * d_xhat - s1 - x_hat * s2)
+        g = jnp.reshape(gamma, lay.param_bshape).astype(ct)
+        sum_gy = jnp.sum(gy, lay.param_axes, keepdims=True)
+        sum_gy_xhat = jnp.sum(gy * x_hat, lay.param_axes, keepdims=True)
+        if lay.stat_axes == lay.param_axes:
+            # Batch norm: sum(d_xhat) = gamma * sum(gy) and sum(d_xhat * x_hat) = gamma * dgamma,
+            # so the two sums the parameter gradients need serve dx too.
+            s1 = _psum(g * sum_gy, lay.axis_name)
+            s2 = _psum(g * sum_gy_xhat, lay.axis_name)
+        else:
+            d_xhat = gy * g
+            s1 = jnp.sum(d_xhat, lay.stat_axes, keepdims=True)
+            s2 = jnp.sum(d_xhat * x_hat, lay.stat_axes, keepdims=True)
+        # dx = inv_std / m * (m * d_xhat - sum(d_xhat) - x_hat * sum(d_xhat * x_hat)), in a pass
+        # of its own that starts once the sums are known (see _private).
+        x_d, mean_d, inv_d, s1, s2 = _private(x, mean, inv, s1, s2)
+        x_hat = (x_d.astype(ct) - mean_d) * inv_d
+        dx = (inv_d / m) * (m * (gy * g) - s1 - x_hat * s2)
         if mask_b is not None:
             dx = jnp.where(mask_b, dx, 0)
-        dgamma, dbeta = _param_grads(gy, x_hat, gamma, beta, lay)
+        dgamma = sum_gy_xhat.reshape(gamma.shape).astype(gamma.dtype)
+        dbeta = sum_gy.reshape(beta.shape).astype(beta.dtype)
     dx = _stat_cotangents(dx, d_mean, d_var, xc, m, mask_b)
     return dx.astype(x.dtype), dgamma, dbeta, None
 
