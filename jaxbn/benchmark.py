@@ -1,0 +1,127 @@
+"""Side-by-side timing and memory measurement for jitted JAX functions.
+
+Absolute times on shared machines are noisy, so competitors are timed in one process, interleaved
+round by round (each round runs every competitor once, in a rotating order), after warm-up, with
+``block_until_ready``; the report is the median and the spread of each, and ratios between them.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
+
+import jax
+import numpy as np
+
+__all__ = ["Timing", "compiled_memory", "residual_bytes", "time_interleaved"]
+
+
+class Timing(NamedTuple):
+    """Seconds per call of one competitor.
+
+    Attributes:
+      median: median over the timed rounds.
+      q25, q75: quartiles (the spread).
+      runs: number of timed calls.
+    """
+
+    median: float
+    q25: float
+    q75: float
+    runs: int
+
+
+def time_interleaved(
+    fns: Mapping[str, Callable[[], object]],
+    *,
+    warmup: int = 3,
+    min_runs: int = 10,
+    max_runs: int = 1000,
+    budget_s: float = 2.0,
+) -> dict[str, Timing]:
+    """Time zero-argument callables side by side; each result is waited for with block_until_ready.
+
+    Args:
+      fns: name -> callable (already bound to its inputs, typically a jitted function).
+      warmup: untimed calls of each before timing (compilation happens here).
+      min_runs, max_runs: bounds on the number of timed rounds.
+      budget_s: stop adding rounds once this much wall time has been spent timing (after min_runs).
+
+    Returns:
+      name -> Timing.
+    """
+    if not fns:
+        raise ValueError("fns must name at least one callable, got an empty mapping")
+    names = list(fns)
+    for name in names:
+        for _ in range(warmup):
+            jax.block_until_ready(fns[name]())
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < max_runs and (rounds < min_runs or time.perf_counter() - start < budget_s):
+        order = names[rounds % len(names) :] + names[: rounds % len(names)]
+        for name in order:
+            t0 = time.perf_counter()
+            jax.block_until_ready(fns[name]())
+            samples[name].append(time.perf_counter() - t0)
+        rounds += 1
+    out = {}
+    for name, s in samples.items():
+        q25, q75 = np.percentile(s, [25, 75])
+        out[name] = Timing(statistics.median(s), float(q25), float(q75), len(s))
+    return out
+
+
+def compiled_memory(fn: Callable, *args, **kwargs) -> dict[str, int]:
+    """Byte sizes XLA reports for ``jax.jit(fn)`` compiled on these arguments.
+
+    Returns:
+      ``{"temp": ..., "output": ..., "argument": ...}`` (temp is the scratch memory the compiled
+      program allocates beyond its arguments and outputs); empty if the backend does not say.
+    """
+    compiled = jax.jit(fn).lower(*args, **kwargs).compile()
+    analysis = compiled.memory_analysis()
+    if analysis is None:
+        return {}
+    return {
+        "temp": int(analysis.temp_size_in_bytes),
+        "output": int(analysis.output_size_in_bytes),
+        "argument": int(analysis.argument_size_in_bytes),
+    }
+
+
+def residual_bytes(fn: Callable, *args: jax.Array) -> dict[str, int]:
+    """Bytes a reverse-mode pass keeps between the forward and the backward of ``fn(*args)``.
+
+    Residuals that are the inputs themselves cost no new memory and are counted apart.
+
+    Returns:
+      ``{"new": bytes of residuals that are not inputs, "aliased_inputs": bytes of residuals that
+      are the inputs, "largest_new": bytes of the largest new residual}``.
+    """
+    _, vjp_fn = jax.vjp(fn, *args)
+    new, aliased, largest = 0, 0, 0
+    for leaf in jax.tree.leaves(vjp_fn):
+        nbytes = int(getattr(leaf, "nbytes", 0))
+        if any(leaf is a for a in args):
+            aliased += nbytes
+        else:
+            new += nbytes
+            largest = max(largest, nbytes)
+    return {"new": new, "aliased_inputs": aliased, "largest_new": largest}
+
+
+def speedups(timings: Mapping[str, Timing], baseline: str) -> dict[str, float]:
+    """Ratio baseline_median / median for each competitor (> 1 means faster than the baseline)."""
+    base = timings[baseline].median
+    return {name: base / t.median for name, t in timings.items()}
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A GitHub markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
