@@ -79,16 +79,13 @@ def measure(shape, seed, budget_s):
     )
     memory = {}
     for bw in jaxbn.BACKWARDS:
-        fwd = lambda x, gamma, beta, bw=bw: jaxbn.batch_norm_train(x, gamma, beta, backward=bw)[0]  # noqa: E731
+
+        def fwd(x, gamma, beta, bw=bw):
+            return jaxbn.batch_norm_train(x, gamma, beta, backward=bw)[0]
+
         memory[bw] = {
             "residuals": residual_bytes(fwd, x, gamma, beta),
-            "compiled": compiled_memory(
-                fns[bw].__wrapped__ if hasattr(fns[bw], "__wrapped__") else fns[bw],
-                x,
-                gamma,
-                beta,
-                c,
-            ),
+            "compiled": compiled_memory(fns[bw], x, gamma, beta, c),
         }
     return timings, memory
 
@@ -207,11 +204,12 @@ def render(results, config) -> str:
             )
     return (
         f"# E4: batch-norm backward speed ({config['backend']}, jax {config['jax']})\n\n"
-        "Jitted forward+backward, float32, median of interleaved runs. Speedup > 1: closed form faster.\n"
+        "Jitted forward+backward, float32, median of interleaved runs. "
+        "Speedup > 1: closed form faster.\n"
         "Residuals: bytes kept for the backward beyond the inputs themselves.\n\n"
         + markdown_table(header, rows)
-        + "\nRelative differences (max |a-b| / max(|a|+|b|)) of the closed form against the others:\n\n"
-        + markdown_table(diff_header, diff_rows)
+        + "\nRelative differences (max |a-b| / max(|a|+|b|)) of the closed form "
+        "against the others:\n\n" + markdown_table(diff_header, diff_rows)
     )
 
 
