@@ -21,6 +21,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import jaxbn
 from jaxbn._io import atomic_write_text, write_json
@@ -38,8 +39,8 @@ def parse_shape(text: str) -> tuple[tuple[int, ...], str]:
 
 
 def rel_error(a, b) -> float:
-    a, b = jnp.asarray(a, jnp.float64), jnp.asarray(b, jnp.float64)
-    return float(jnp.max(jnp.abs(a - b)) / jnp.maximum(jnp.max(jnp.abs(a) + jnp.abs(b)), 1e-8))
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(a) + np.abs(b)), 1e-8))
 
 
 def make_problem(shape, dtype, seed):
