@@ -28,4 +28,6 @@ def test_backward_speed_writes_results(tmp_path):
         # The closed form keeps x itself and O(features) for the backward: no new full-size buffer.
         assert row["memory"]["closed_form"]["residuals"]["largest_new"] < row["input_bytes"]
     md = (tmp_path / "results.md").read_text()
-    assert md.count("\n| (8, 4) |") == 1 and "NHWC (2, 3, 3, 4)" in md
+    # One timing row per shape, plus one difference row per shape and dtype.
+    assert md.count("\n| (8, 4) |") == 3 and md.count("\n| NHWC (2, 3, 3, 4) |") == 3
+    assert "\n| (8, 4) | float64 |" in md
