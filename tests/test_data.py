@@ -743,6 +743,7 @@ def test_flatten_nhwc_order():
     flat = jd.flatten(x)
     assert flat.shape == (2, 18)
     assert flat[1, 1 * 9 + 2 * 3 + 0] == x[1, 1, 2, 0]
+    assert jd.flatten(x[:0]).shape == (0, 18)  # an empty split keeps its feature count
 
 
 def test_train_val_split_is_deterministic_disjoint_and_ordered():
@@ -811,6 +812,17 @@ def test_prepare_carves_a_test_split_from_pools_only():
     official = raw._replace(x_test=x[:5], y_test=y[:5])
     with pytest.raises(ValueError, match="test_size applies only"):
         jd.prepare(official, test_size=0.2)
+
+
+def test_prepare_centres_unscaled_pixels_without_touching_the_raw_arrays():
+    x = np.arange(40, dtype=np.uint8).reshape(10, 2, 2)
+    y = np.arange(10, dtype=np.int32)
+    raw = jd.Dataset(x, y, x[:0], y[:0], x[:2], y[:2], "toy", "test", tuple("0123456789"))
+    ds = jd.prepare(raw, val_size=0, scale=False, subtract_mean=True)
+    np.testing.assert_array_equal(raw.x_train, np.arange(40).reshape(10, 2, 2))
+    assert ds.x_train.dtype == np.float32 and ds.x_train.shape == (10, 4)
+    np.testing.assert_array_equal(ds.mean, [18, 19, 20, 21])
+    np.testing.assert_array_equal(ds.x_test[0], [-18, -18, -18, -18])
 
 
 @pytest.mark.parametrize(

@@ -101,7 +101,11 @@ def _empty_like(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _load_idx_dataset(
-    name: str, class_names: tuple[str, ...], data_dir, download: bool, progress: bool
+    name: str,
+    class_names: tuple[str, ...],
+    data_dir: PathLike | None,
+    download: bool,
+    progress: bool,
 ) -> Dataset:
     f = locate_idx_files(name, data_dir, download=download, progress=progress)
     x_train, y_train = load_idx_pair(f[IDX_FILES[0]], f[IDX_FILES[1]])
@@ -301,8 +305,11 @@ def prepare(
         splits = [preprocess.flatten(x) for x in splits]
     mean = None
     if subtract_mean:
+        if not scale:
+            splits = [x.astype(np.float32) for x in splits]
         mean = preprocess.mean_image(splits[0])
-        splits = list(preprocess.subtract_mean(mean, *splits))
+        for x in splits:  # every split is a fresh float32 array made above: centre it in place
+            x -= mean
     x_train, x_val, x_test = splits
     return ds._replace(
         x_train=x_train,

@@ -6,6 +6,7 @@ business (``jax.device_put`` or ``jnp.asarray``).
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -52,7 +53,7 @@ def flatten(x: np.ndarray) -> np.ndarray:
       row by row, then column, then channel.
     """
     x = np.asarray(x)
-    return x.reshape(x.shape[0], -1)
+    return x.reshape(x.shape[0], math.prod(x.shape[1:]))  # not -1: N may be 0
 
 
 def mean_image(x_train: np.ndarray) -> np.ndarray:
