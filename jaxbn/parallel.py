@@ -31,6 +31,7 @@ __all__ = [
     "DATA_AXIS",
     "batch_sharding",
     "data_mesh",
+    "make_data_parallel_step",
     "pad_to_multiple",
     "replicate",
     "replicated_sharding",
@@ -147,3 +148,44 @@ def shard_batch(mesh: Mesh, *arrays, pad: bool = True):
     *padded, mask = pad_to_multiple(n_dev, *arrays)
     sharding = batch_sharding(mesh)
     return tuple(jax.device_put(a, sharding) for a in (*padded, mask))
+
+
+def make_data_parallel_step(net, optimizer, mesh: Mesh, *, l2: float = 0.0):
+    """Build a jit-compiled training step that runs data-parallel on ``mesh``.
+
+    The computation is exactly ``jaxbn.train_step_fn(net, optimizer, l2=l2)``: the batch is split
+    across the devices, the train state is replicated, and XLA turns every reduction over the
+    batch (the loss mean, the batch-norm statistics and the sums of its backward) into an
+    all-reduce. A batch whose size does not divide the device count is padded with masked rows,
+    so the statistics, the loss and the accuracy are those of the real rows. With dropout, the
+    random masks are drawn for the padded batch, so they match a single-device run only when no
+    padding is needed.
+
+    Args:
+      net: a ``jaxbn.FullyConnectedNet``.
+      optimizer: an optax gradient transformation.
+      mesh: a 1-D mesh (``data_mesh``).
+      l2: L2 strength on the weights.
+
+    Returns:
+      ``step(train_state, x, y, mask=None) -> (train_state, metrics)``. ``x`` and ``y`` may be
+      host or device arrays of any batch size N; the input ``train_state`` is donated. Put the
+      initial train state on the mesh with ``replicate(mesh, train_state)``.
+    """
+    from jaxbn.train import train_step_fn  # deferred: jaxbn.train imports this module's peers
+
+    step = train_step_fn(net, optimizer, l2=l2)
+    rep, bat = replicated_sharding(mesh), batch_sharding(mesh)
+    compiled = jax.jit(
+        step, in_shardings=(rep, bat, bat, bat), out_shardings=(rep, rep), donate_argnums=0
+    )
+    n_dev = mesh.devices.size
+
+    def dp_step(train_state, x, y, mask=None):
+        if mask is None:
+            x, y, mask = pad_to_multiple(n_dev, x, y)
+        elif x.shape[0] % n_dev:
+            x, y, mask, _ = pad_to_multiple(n_dev, x, y, mask)
+        return compiled(train_state, x, y, mask)
+
+    return dp_step
