@@ -21,6 +21,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import jaxbn
 from jaxbn._io import atomic_write_text, write_json
@@ -38,8 +39,8 @@ def parse_shape(text: str) -> tuple[tuple[int, ...], str]:
 
 
 def rel_error(a, b) -> float:
-    a, b = jnp.asarray(a, jnp.float64), jnp.asarray(b, jnp.float64)
-    return float(jnp.max(jnp.abs(a - b)) / jnp.maximum(jnp.max(jnp.abs(a) + jnp.abs(b)), 1e-8))
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(a) + np.abs(b)), 1e-8))
 
 
 def make_problem(shape, dtype, seed):
@@ -79,16 +80,13 @@ def measure(shape, seed, budget_s):
     )
     memory = {}
     for bw in jaxbn.BACKWARDS:
-        fwd = lambda x, gamma, beta, bw=bw: jaxbn.batch_norm_train(x, gamma, beta, backward=bw)[0]  # noqa: E731
+
+        def fwd(x, gamma, beta, bw=bw):
+            return jaxbn.batch_norm_train(x, gamma, beta, backward=bw)[0]
+
         memory[bw] = {
             "residuals": residual_bytes(fwd, x, gamma, beta),
-            "compiled": compiled_memory(
-                fns[bw].__wrapped__ if hasattr(fns[bw], "__wrapped__") else fns[bw],
-                x,
-                gamma,
-                beta,
-                c,
-            ),
+            "compiled": compiled_memory(fns[bw], x, gamma, beta, c),
         }
     return timings, memory
 
@@ -207,11 +205,12 @@ def render(results, config) -> str:
             )
     return (
         f"# E4: batch-norm backward speed ({config['backend']}, jax {config['jax']})\n\n"
-        "Jitted forward+backward, float32, median of interleaved runs. Speedup > 1: closed form faster.\n"
+        "Jitted forward+backward, float32, median of interleaved runs. "
+        "Speedup > 1: closed form faster.\n"
         "Residuals: bytes kept for the backward beyond the inputs themselves.\n\n"
         + markdown_table(header, rows)
-        + "\nRelative differences (max |a-b| / max(|a|+|b|)) of the closed form against the others:\n\n"
-        + markdown_table(diff_header, diff_rows)
+        + "\nRelative differences (max |a-b| / max(|a|+|b|)) of the closed form "
+        "against the others:\n\n" + markdown_table(diff_header, diff_rows)
     )
 
 
