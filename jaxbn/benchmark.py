@@ -40,6 +40,7 @@ def time_interleaved(
     min_runs: int = 10,
     max_runs: int = 1000,
     budget_s: float = 2.0,
+    settle_s: float = 0.0,
 ) -> dict[str, Timing]:
     """Time zero-argument callables side by side; each result is waited for with block_until_ready.
 
@@ -48,6 +49,10 @@ def time_interleaved(
       warmup: untimed calls of each before timing (compilation happens here).
       min_runs, max_runs: bounds on the number of timed rounds.
       budget_s: stop adding rounds once this much wall time has been spent timing (after min_runs).
+      settle_s: if > 0, before each timed call sleep this long and then make one untimed call of
+        the same callable. Use it when the competitors run on different thread pools (XLA,
+        PyTorch's OpenMP, BLAS): a pool's workers spin for a while after their work ends, and
+        without the pause they steal the cores from whoever runs next.
 
     Returns:
       name -> Timing.
@@ -64,6 +69,9 @@ def time_interleaved(
     while rounds < max_runs and (rounds < min_runs or time.perf_counter() - start < budget_s):
         order = names[rounds % len(names) :] + names[: rounds % len(names)]
         for name in order:
+            if settle_s > 0:
+                time.sleep(settle_s)
+                jax.block_until_ready(fns[name]())
             t0 = time.perf_counter()
             jax.block_until_ready(fns[name]())
             samples[name].append(time.perf_counter() - t0)
