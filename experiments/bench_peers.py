@@ -48,12 +48,19 @@ import optax
 
 import jaxbn
 from jaxbn._io import atomic_write_text, write_json
-from jaxbn.benchmark import compiled_memory, markdown_table, residual_bytes, time_interleaved
+from jaxbn.benchmark import (
+    compiled_kernels,
+    compiled_memory,
+    markdown_table,
+    residual_bytes,
+    time_interleaved,
+)
 
 DEFAULT_SHAPES = ["100x100", "256x1024", "4096x1024", "nhwc:64x56x56x64"]
 EPS = 1e-5
 MOMENTUM = 0.9  # weight of the old running statistic (PyTorch's momentum=0.1)
 REFERENCE = "jaxbn closed_form"
+FLAX_MLP = "flax.linen + optax"
 
 
 def _peer(name: str):
@@ -363,7 +370,10 @@ def bench_op(text: str, args, bandwidth: float) -> dict:
     p = make_problem(shape, args.seed)
     comps = op_competitors(p, set(args.peers))
     timings = time_interleaved(
-        {k: c.call for k, c in comps.items()}, budget_s=args.budget, min_runs=args.min_runs
+        {k: c.call for k, c in comps.items()},
+        budget_s=args.budget,
+        min_runs=args.min_runs,
+        settle_s=args.settle,
     )
     ref = timings[REFERENCE].median
     moved = 4 * p.x.nbytes  # read x and the cotangent, write y and dx
@@ -382,9 +392,15 @@ def bench_op(text: str, args, bandwidth: float) -> dict:
         }
         if comp.jitted is not None:
             row["compiled"] = compiled_memory(comp.jitted, *comp.jitted_args)
+            row["kernels"] = compiled_kernels(comp.jitted, *comp.jitted_args)
             row["residuals"] = residual_bytes(comp.forward, *comp.forward_args)
         rows[name] = row
-    return {"shape": label, "input_bytes": int(p.x.nbytes), "competitors": rows}
+    return {
+        "shape": label,
+        "input_bytes": int(p.x.nbytes),
+        "features": int(shape[-1]),
+        "competitors": rows,
+    }
 
 
 # --------------------------------------------------------------------------- part 2: MLP step
@@ -435,18 +451,28 @@ def _local_jaxbn_mlp(seed: int):
 
 
 def jaxbn_mlp(seed: int):
-    """(train_state, un-jitted step, description): jaxbn's own training stack when present."""
-    if hasattr(jaxbn, "train_step_fn"):
+    """(train_state, un-jitted step, jitted step, name): jaxbn's own training stack if present."""
+    if hasattr(jaxbn, "make_train_step"):
         net = jaxbn.FullyConnectedNet(HIDDEN, NUM_CLASSES, normalization="batchnorm")
         opt = optax.sgd(LR)
         ts = jaxbn.init_train_state(net, opt, jax.random.key(seed), INPUT_DIM)
-        return ts, jaxbn.train_step_fn(net, opt), "jaxbn.make_train_step"
+        step = jaxbn.train_step_fn(net, opt)
+        return ts, step, jaxbn.make_train_step(net, opt), "jaxbn.make_train_step"
     ts, step = _local_jaxbn_mlp(seed)
-    return ts, step, "jaxbn.batch_norm + optax (local step)"
+    jitted = jax.jit(step, donate_argnums=0)
+    return ts, step, jitted, "jaxbn.batch_norm + optax, jitted with the state donated"
 
 
-def jax_stepper(ts, step, xs, ys, *, donate: bool, scan: int = 0):
-    """A run(k) callable taking k training steps; scan > 0 runs `scan` steps per dispatch."""
+class Runner(NamedTuple):
+    run: Callable[[int], object]  # run(k) takes k training steps
+    kernels: int | None = None  # XLA kernels launched per step (JAX, one step per call only)
+
+
+def jax_stepper(ts, step, xs, ys, *, donate: bool = True, scan: int = 0, jitted=None) -> Runner:
+    """Runner of a JAX train step: `step` jitted here, or `jitted` as given (e.g. by jaxbn).
+
+    scan > 0 runs `scan` steps per dispatch in a lax.scan.
+    """
     box = {"ts": ts}
     xs, ys = jnp.asarray(xs), jnp.asarray(ys)
     if scan:
@@ -457,20 +483,20 @@ def jax_stepper(ts, step, xs, ys, *, donate: bool, scan: int = 0):
         fn = jax.jit(many, donate_argnums=0 if donate else ())
         xs, ys = xs[:scan], ys[:scan]
 
-        def run(k):
+        def run_scan(k):
             for _ in range(k // scan):
                 box["ts"] = fn(box["ts"], xs, ys)
             return box["ts"]
 
-        return run
-    fn = jax.jit(step, donate_argnums=0 if donate else ())
+        return Runner(run_scan)
+    fn = jitted if jitted is not None else jax.jit(step, donate_argnums=0 if donate else ())
 
     def run(k):
         for i in range(k):
             box["ts"], _ = fn(box["ts"], xs[i % len(xs)], ys[i % len(ys)])
         return box["ts"]
 
-    return run
+    return Runner(run, compiled_kernels(fn, ts, xs[0], ys[0]))
 
 
 def flax_mlp(xs, ys):
@@ -582,29 +608,28 @@ def numpy_mlp(xs, ys):
 def bench_mlp(args) -> dict:
     steps = args.mlp_steps
     xs, ys = mlp_batches(args.seed, steps)
-    ts, step, how = jaxbn_mlp(args.seed)
-    runners = {f"jaxbn ({how}, donated)": jax_stepper(ts, step, xs, ys, donate=True)}
+    ts, step, jitted, how = jaxbn_mlp(args.seed)
+    runners = {f"jaxbn ({how})": jax_stepper(ts, step, xs, ys, jitted=jitted)}
     if not args.quick:
-        runners[f"jaxbn ({how}, not donated)"] = jax_stepper(
+        runners["jaxbn, state not donated"] = jax_stepper(
             jaxbn_mlp(args.seed)[0], step, xs, ys, donate=False
         )
-        runners[f"jaxbn ({how}, {steps} steps per call via lax.scan)"] = jax_stepper(
-            jaxbn_mlp(args.seed)[0], step, xs, ys, donate=True, scan=steps
+        runners[f"jaxbn, {steps} steps per call (lax.scan)"] = jax_stepper(
+            jaxbn_mlp(args.seed)[0], step, xs, ys, scan=steps
         )
     if "flax" in args.peers and (flax := flax_mlp(xs, ys)) is not None:
-        runners["flax.linen + optax"] = jax_stepper(flax[0], flax[1], xs, ys, donate=False)
+        runners[FLAX_MLP] = jax_stepper(*flax, xs, ys, donate=False)
         if not args.quick:
-            runners["flax.linen + optax (donated)"] = jax_stepper(
-                *flax_mlp(xs, ys), xs, ys, donate=True
-            )
+            runners["flax.linen + optax, state donated"] = jax_stepper(*flax_mlp(xs, ys), xs, ys)
     if "torch" in args.peers and (run := torch_mlp(xs, ys)) is not None:
-        runners["PyTorch eager"] = run
-    runners["NumPy (textbook)"] = numpy_mlp(xs, ys)
+        runners["PyTorch eager"] = Runner(run)
+    runners["NumPy (textbook)"] = Runner(numpy_mlp(xs, ys))
     timings = time_interleaved(
-        {k: (lambda r=r: r(steps)) for k, r in runners.items()},
+        {k: (lambda r=r: r.run(steps)) for k, r in runners.items()},
         warmup=2,
         budget_s=args.budget,
         min_runs=args.min_runs,
+        settle_s=args.settle,
     )
     ref = timings[next(iter(runners))].median
     return {
@@ -615,6 +640,7 @@ def bench_mlp(args) -> dict:
                 "steps_per_s_q25_q75": [steps / t.q75, steps / t.q25],
                 "runs": t.runs,
                 "vs_jaxbn": ref / t.median,
+                "kernels_per_step": runners[k].kernels,
             }
             for k, t in timings.items()
         },
@@ -665,12 +691,60 @@ def machine() -> dict:
     }
 
 
+JAX_PEERS = (
+    "jax autodiff (plain jnp)",
+    "flax.linen.BatchNorm",
+    "haiku.BatchNorm",
+    "equinox.nn.BatchNorm",
+)
+TORCH = "PyTorch (CPU kernel)"
+
+
+def targets(results: dict) -> list[list[str]]:
+    """Issue 5's targets, each with the measured value and whether it is met."""
+    rows = []
+
+    def add(target, value, met):
+        rows.append([target, value, "n/a" if met is None else ("met" if met else "NOT met")])
+
+    for shape in results["op"]:
+        comp, label = shape["competitors"], shape["shape"]
+        ratio = {k: r["vs_jaxbn"] for k, r in comp.items()}
+        if label in ("(256, 1024)", "(4096, 1024)"):
+            for peer, need in (("jax autodiff (plain jnp)", 2.0), ("flax.linen.BatchNorm", 1.3)):
+                if peer in ratio:
+                    add(f"{label}: >= {need}x faster than {peer}", f"{ratio[peer]:.2f}x",
+                        ratio[peer] >= need)  # fmt: skip
+        peers = {k: v for k, v in ratio.items() if k in JAX_PEERS}
+        if peers:
+            worst = min(peers, key=peers.get)
+            add(f"{label}: no slower than any JAX peer", f"{peers[worst]:.2f}x vs {worst}",
+                peers[worst] >= 1.0)  # fmt: skip
+        if TORCH in ratio:
+            add(f"{label}: within 1.2x of PyTorch", f"jaxbn / torch = {1 / ratio[TORCH]:.2f}",
+                1 / ratio[TORCH] <= 1.2)  # fmt: skip
+        res = comp[REFERENCE]["residuals"]
+        allowed = shape["input_bytes"] + 64 * shape["features"]
+        kept = res["new"] + res["aliased_inputs"]
+        measured = f"{kept / shape['input_bytes']:.3f} x input ({res['new']} new bytes)"
+        add(f"{label}: residuals <= one input + O(features)", measured, kept <= allowed)
+    mlp = results["mlp"]["competitors"]
+    if FLAX_MLP in mlp:
+        ratio = next(iter(mlp.values()))["steps_per_s"] / mlp[FLAX_MLP]["steps_per_s"]
+        add("training step: >= 1.2x flax + optax steps/s", f"{ratio:.2f}x", ratio >= 1.2)
+    e1 = results["e1"]
+    add("E1 whole sweep < 15 s", f"{e1['wall_s']:.1f} s" if "wall_s" in e1 else e1["note"],
+        e1["wall_s"] < 15 if "wall_s" in e1 else None)  # fmt: skip
+    return rows
+
+
 def render(results: dict) -> str:
     cfg = results["config"]
     m = cfg["machine"]
     bw = results["bandwidth_GBps"]
     lines = [
         "# jaxbn vs its peers: training-mode batch norm, forward + backward (float32)\n",
+        f"Command: `{cfg['command']}`\n",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['platform']}; load average "
         f"{cfg['load_before']} before, {results['load_after']} after. Versions: "
         + ", ".join(f"{k} {v}" for k, v in cfg["versions"].items())
@@ -680,15 +754,18 @@ def render(results: dict) -> str:
         + f"; the reference below is the best of these, {max(bw.values()):.1f} GB/s.\n",
     ]
     lines += [f"- {note}" for note in results["notes"]]
+    lines.append("\n## Targets (issue 5)\n")
+    lines.append(markdown_table(["target", "measured", ""], targets(results)))
     lines.append(
         "\nTimes are medians of interleaved runs [quartiles]; `x jaxbn` is time / jaxbn closed_form"
         " (> 1: slower than jaxbn). Effective bandwidth = (read x + read dy + write y + write dx) /"
-        " time. Temp: XLA's compiled scratch memory; residuals: bytes kept between forward and"
-        " backward beyond the inputs themselves; faults: minor page faults per call.\n"
+        " time. Faults: minor page faults per call. Kernels: XLA kernels launched per call. Temp:"
+        " XLA's compiled scratch memory. Residuals: bytes kept between forward and backward beyond"
+        " the inputs themselves.\n"
     )
     for shape in results["op"]:
         header = ["", "median (us)", "[q25, q75]", "x jaxbn", "GB/s (% STREAM)", "faults (MiB)"]
-        header += ["temp (MiB)", "residuals (MiB)"]
+        header += ["kernels", "temp (MiB)", "residuals (MiB)"]
         rows = []
         mib = shape["input_bytes"] / 2**20
         for name, r in shape["competitors"].items():
@@ -702,11 +779,12 @@ def render(results: dict) -> str:
             ]
             if "compiled" in r:
                 row += [
+                    str(r["kernels"]),
                     f"{r['compiled'].get('temp', 0) / 2**20:.2f}",
                     f"{r['residuals']['new'] / 2**20:.2f}",
                 ]
             else:
-                row += ["-", "-"]
+                row += ["-", "-", "-"]
             rows.append(row)
         lines.append(f"\n## {shape['shape']} (x is {mib:.2f} MiB)\n")
         lines.append(markdown_table(header, rows))
@@ -717,10 +795,12 @@ def render(results: dict) -> str:
     )
     rows = [
         [k, f"{r['steps_per_s']:,.0f}", f"[{r['steps_per_s_q25_q75'][0]:,.0f}, "
-         f"{r['steps_per_s_q25_q75'][1]:,.0f}]", f"{r['vs_jaxbn']:.2f}"]
+         f"{r['steps_per_s_q25_q75'][1]:,.0f}]", f"{r['vs_jaxbn']:.2f}",
+         "-" if r["kernels_per_step"] is None else str(r["kernels_per_step"])]
         for k, r in mlp["competitors"].items()
     ]  # fmt: skip
-    lines.append(markdown_table(["", "steps/s", "[q25, q75]", "/ jaxbn steps/s"], rows))
+    header = ["", "steps/s", "[q25, q75]", "/ jaxbn steps/s", "kernels per step"]
+    lines.append(markdown_table(header, rows))
     e1 = results["e1"]
     lines.append(
         "\nE1 whole sweep: "
@@ -749,10 +829,18 @@ def main(argv=None):
     p.add_argument("--e1-args", nargs="*", default=[], help="extra flags for the E1 script")
     p.add_argument("--quick", action="store_true", help="smoke test: (100, 100), short budgets")
     p.add_argument("--min-runs", type=int, default=10, help="timed rounds at least")
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=0.02,
+        help="seconds of pause (then one untimed call) before each timed call, so that the thread "
+        "pool of the previous competitor (XLA, OpenMP, BLAS) stops spinning first",
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if args.quick:
         args.shapes, args.budget, args.mlp_steps, args.min_runs = ["100x100"], 0.2, 2, 3
+        args.settle = min(args.settle, 0.005)
         args.bandwidth_mib, args.e1 = 4, False
     args.out_dir.mkdir(parents=True, exist_ok=True)
     _MISSING.clear()

@@ -7,6 +7,7 @@ round by round (each round runs every competitor once, in a rotating order), aft
 
 from __future__ import annotations
 
+import re
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -15,7 +16,13 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-__all__ = ["Timing", "compiled_memory", "residual_bytes", "time_interleaved"]
+__all__ = [
+    "Timing",
+    "compiled_kernels",
+    "compiled_memory",
+    "residual_bytes",
+    "time_interleaved",
+]
 
 
 class Timing(NamedTuple):
@@ -102,6 +109,22 @@ def compiled_memory(fn: Callable, *args, **kwargs) -> dict[str, int]:
         "output": int(analysis.output_size_in_bytes),
         "argument": int(analysis.argument_size_in_bytes),
     }
+
+
+_NOT_KERNELS = frozenset({"parameter", "constant", "tuple", "get-tuple-element", "bitcast"})
+
+
+def compiled_kernels(fn: Callable, *args, **kwargs) -> int:
+    """Number of kernels (fusions, library calls, copies...) one call of ``jax.jit(fn)`` launches.
+
+    Counted in the entry computation of the optimized HLO. On CPU each launch costs a roughly
+    fixed overhead, which dominates the run time of small shapes. ``fn`` may already be jitted.
+    """
+    jitted = fn if hasattr(fn, "lower") else jax.jit(fn)
+    text = jitted.lower(*args, **kwargs).compile().as_text()
+    entry = text[text.index("\nENTRY") :].split("\n}", 1)[0]
+    ops = re.findall(r"^\s+(?:ROOT )?%\S+ = \S+ ([\w-]+)\(", entry, flags=re.MULTILINE)
+    return sum(op not in _NOT_KERNELS for op in ops)
 
 
 def residual_bytes(fn: Callable, *args: jax.Array) -> dict[str, int]:

@@ -39,4 +39,6 @@ def test_quick_run_without_peers_writes_json_and_markdown(tmp_path, monkeypatch)
         assert any(note.startswith(name) for note in results["notes"]), name
         assert f"{name} not installed" in markdown
     assert all(r["steps_per_s"] > 0 for r in results["mlp"]["competitors"].values())
+    assert competitors["jaxbn closed_form"]["kernels"] > 0
+    assert "## Targets (issue 5)" in markdown
     assert "E1" in markdown and "| jaxbn closed_form |" in markdown
