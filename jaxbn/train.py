@@ -306,7 +306,7 @@ def evaluate(
     n = int(x.shape[0])
     if n == 0:
         return {"loss": math.nan, "accuracy": math.nan}
-    x_host, y_host = np.asarray(x), np.asarray(y)
+    x_host, y_host = np.asarray(x), np.asarray(y).astype(np.int32)  # one program for any labels
     sums = []
     for start in range(0, n, batch_size):
         xb, yb = x_host[start : start + batch_size], y_host[start : start + batch_size]
