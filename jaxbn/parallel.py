@@ -17,6 +17,7 @@ so uneven shards are exact), and the loss and accuracy count real rows only.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import jax
@@ -31,6 +32,7 @@ __all__ = [
     "DATA_AXIS",
     "batch_sharding",
     "data_mesh",
+    "indexed_step_runner",
     "make_data_parallel_step",
     "pad_to_multiple",
     "replicate",
@@ -189,3 +191,30 @@ def make_data_parallel_step(net, optimizer, mesh: Mesh, *, l2: float = 0.0):
         return compiled(train_state, x, y, mask)
 
     return dp_step
+
+
+def indexed_step_runner(net, optimizer, l2: float, mesh: Mesh):
+    """``fit``'s step on ``mesh``: ``run(train_state, x_all, y_all, idx, mask)``.
+
+    ``x_all`` and ``y_all`` (the training set) and the train state are replicated; the batch's
+    row indices ``idx (B,)`` and its mask are padded to a multiple of the device count and split
+    across the devices, so the gathered batch is sharded and every reduction over it is global.
+    """
+    from jaxbn.fit import _indexed_step  # deferred: fit imports this module lazily too
+
+    rep, bat = replicated_sharding(mesh), batch_sharding(mesh)
+    compiled = jax.jit(
+        partial(_indexed_step, net, optimizer, l2),
+        in_shardings=(rep, rep, rep, bat, bat),
+        out_shardings=(rep, rep),
+        donate_argnums=0,
+    )
+    n_dev = mesh.devices.size
+
+    def run(train_state, x_all, y_all, idx, mask):
+        if mask is None:
+            mask = np.ones(idx.shape[0], bool)
+        idx, mask, _ = pad_to_multiple(n_dev, np.asarray(idx), np.asarray(mask))
+        return compiled(train_state, x_all, y_all, idx, mask)
+
+    return run
