@@ -238,7 +238,8 @@ def train_grid(norm, args, ds, configs, log, mode):
             "best_val_accuracy": float(best_val[i]),
             "best_epoch": int(best_epoch),
             "test_accuracy": test,
-            "final_train_loss": history[i][-1]["train_loss_last"],
+            "last_batch_loss": history[i][-1]["train_loss_last"],
+            "last_epoch_loss": history[i][-1]["train_loss_mean"],
             "final_train_accuracy": history[i][-1]["train_accuracy"],
         }
         log.write(event="config", **r)
@@ -304,12 +305,20 @@ def render(results, timing, args, ds, why, configs_per_norm, mode) -> str:
             acc(r["best_val_accuracy"]),
             r["best_epoch"],
             acc(r["test_accuracy"]),
-            "diverged" if r["final_train_loss"] is None else f"{r['final_train_loss']:.3f}",
+            "diverged" if r["last_epoch_loss"] is None else f"{r['last_epoch_loss']:.3f}",
         ]
         for r in results
     ]
     grid = markdown_table(
-        ["norm", "scale", "lr", "best val acc", "best epoch", "test acc", "last batch loss"],
+        [
+            "norm",
+            "scale",
+            "lr",
+            "best val acc",
+            "best epoch",
+            "test acc",
+            "last epoch's train loss",
+        ],
         grid_rows,
     )
     speed = ""
@@ -358,6 +367,9 @@ def plot(results, args, ds, path):
     scales = sorted(args.weight_scales)
     lrs = sorted(args.lrs)
     norms = args.norms
+    accs = [r["best_val_accuracy"] for r in results]
+    vmin, vmax = math.floor(min(accs) * 20) / 20, math.ceil(max(accs) * 20) / 20
+    vmax = max(vmax, vmin + 0.05)
     fig, axes = plt.subplots(
         1,
         len(norms),
@@ -372,7 +384,7 @@ def plot(results, args, ds, path):
         for r in results:
             if r["norm"] == norm:
                 grid[scales.index(r["weight_scale"]), lrs.index(r["lr"])] = r["best_val_accuracy"]
-        image = ax.imshow(grid, vmin=0.1, vmax=1.0, cmap="viridis", origin="lower")
+        image = ax.imshow(grid, vmin=vmin, vmax=vmax, cmap="viridis", origin="lower")
         b = best_of(results, norm)
         bi, bj = scales.index(b["weight_scale"]), lrs.index(b["lr"])
         ax.add_patch(plt.Rectangle((bj - 0.5, bi - 0.5), 1, 1, fill=False, ec="red", lw=2))
@@ -381,7 +393,7 @@ def plot(results, args, ds, path):
                 v = grid[i, j]
                 ax.text(
                     j, i, f"{v:.3f}", ha="center", va="center", fontsize=9,
-                    color="black" if v > 0.6 else "white",
+                    color="black" if v > (vmin + vmax) / 2 else "white",
                 )  # fmt: skip
         ax.set_xticks(range(len(lrs)), [f"{v:g}" for v in lrs])
         ax.set_yticks(range(len(scales)), [f"{v:g}" for v in scales])
@@ -391,7 +403,7 @@ def plot(results, args, ds, path):
             fontsize=10,
         )
     axes[0, 0].set_ylabel("weight scale")
-    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.9, label="validation accuracy (0.1: chance)")
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.9, label="validation accuracy")
     fig.suptitle(
         f"E3: validation accuracy, {ds.name}, hidden {list(args.hidden)}, Adam, {args.epochs} "
         "epochs (red: best per normalization)",

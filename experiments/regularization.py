@@ -34,12 +34,12 @@ import argparse
 import math
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: find `experiments`
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -221,9 +221,10 @@ def boundary_grid(data, n):
     return gx, gy, np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32)
 
 
-def class1_probability(net, ts, points):
-    logits, _ = net.apply(ts.params, ts.state, jnp.asarray(points), training=False)
-    return np.asarray(jax.nn.softmax(logits, axis=-1)[:, 1])
+@partial(jax.jit, static_argnums=0)
+def class1_probability(net, params, state, points):
+    logits, _ = net.apply(params, state, points, training=False)
+    return jax.nn.softmax(logits, axis=-1)[:, 1]
 
 
 # ------------------------------------------------------------------------------------- outputs
@@ -299,7 +300,7 @@ def plot_boundaries(models, data, rows, args, path):
     gx, gy, points = boundary_grid(data, args.grid)
     by_label = {r["setting"]: r for r in rows if r["data"] == "toy"}
     for ax, (label, (net, ts)) in zip(axes.flat, models.items(), strict=False):
-        prob = class1_probability(net, ts, points).reshape(gx.shape)
+        prob = np.asarray(class1_probability(net, ts.params, ts.state, points)).reshape(gx.shape)
         ax.contourf(gx, gy, prob, levels=np.linspace(0, 1, 11), cmap="RdBu_r", alpha=0.55)
         ax.contour(gx, gy, prob, levels=[0.5], colors="k", linewidths=1.2)
         xt, yt = data["x_test"], data["y_test"]

@@ -82,7 +82,7 @@ def test_hyperparam_search_on_generated_cifar(tmp_path):
     ds = module.load(args, "cifar10")
     assert ds.x_train.shape == (100, 3072) and abs(float(ds.x_train.mean())) < 1e-3
     bn = {
-        (r["weight_scale"], r["lr"]): r["final_train_loss"]
+        (r["weight_scale"], r["lr"]): r["last_batch_loss"]
         for r in results
         if r["norm"] == "batchnorm"
     }
