@@ -1,6 +1,6 @@
 """E2: iterations to a validation-loss target, with and without batch norm (AI-Edu ch. 15.6).
 
-    python experiments/convergence.py --data-dir /work/shared/data/mnist    # ~1-2 min, 2 CPU cores
+    python experiments/convergence.py --data-dir /work/shared/data/mnist    # ~2-3 min, 2 CPU cores
 
 Full MNIST, 1/20 of the training set held out for validation (57,000 / 3,000 / 10,000 test),
 pixels scaled to [0, 1]. Net 784-128-64-32-16-10, He init, ReLU, batch norm (momentum 0.9) between
@@ -232,7 +232,7 @@ def render(summary, runs, ds, steps_per_epoch, eval_every, args, load_avg) -> st
         rows.append(
             [
                 f"**jaxbn, {name}**",
-                "/".join(str(e) for e in epochs_in),
+                "-".join(str(e) for e in sorted({epochs_in[0], epochs_in[-1]})),
                 f"{s['epochs_mean']:.2f}",
                 f"{s['steps_mean']:,.0f}{rng(s['steps_min'], s['steps_max'], '{:,}'.format)}"
                 + reached,
@@ -339,6 +339,11 @@ def plot(runs, eval_every, steps_per_epoch, args, path):
     fig.suptitle(
         f"E2: MNIST 784-{'-'.join(map(str, args.hidden))}-10, SGD lr {args.lr}, "
         f"batch {args.batch_size}: BN vs no BN"
+        + (
+            f" (seed {args.seed} bold, seeds up to {args.seed + args.repeats - 1} faint)"
+            if args.repeats > 1
+            else ""
+        )
     )
     fig.tight_layout()
     common.save_figure(fig, path, dpi=90)

@@ -1,6 +1,6 @@
 """E3: grid search over weight scale x learning rate, without and with normalization (CS231n A2).
 
-    python experiments/hyperparam_search.py                    # Fashion-MNIST, ~5 min, 2 CPU cores
+    python experiments/hyperparam_search.py                    # Fashion-MNIST, ~5-7 min, 2 cores
     python experiments/hyperparam_search.py --data-dir DIR     # CIFAR-10 when DIR holds it
 
 The CS231n protocol: 49,000 train / 1,000 validation / 1,000 test images (the test images are the
