@@ -133,8 +133,7 @@ def train_one(net, optimizer, args, ds, seed, eval_every, log, name):
     h = result.history
     ts = result.train_state
     test = jaxbn.evaluate(net, ts.params, ts.state, ds.x_test, ds.y_test)
-    # fit records the check that reached the target twice (mid-epoch and at the epoch's end).
-    checks = list({c["step"]: c for c in h.checks}.values())
+    checks = h.checks
     start = 0
     for check in checks:  # mean training loss since the previous check, for the curves
         train_loss = float(np.mean(h.step_loss[start : check["step"]]))
