@@ -103,7 +103,7 @@ def step_times(nets, optimizer, states, ds, batch_size, budget_s):
     runners = {}
     for name, net in nets.items():
         step = jaxbn.make_train_step(net, optimizer)
-        cell = [jax.tree.map(jnp.copy, states[name])]
+        cell = [jax.tree.map(lambda a: jax.device_put(a, may_alias=False), states[name])]
 
         def run(step=step, cell=cell):
             cell[0], metrics = step(cell[0], xb, yb)

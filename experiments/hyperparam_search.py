@@ -33,7 +33,6 @@ import argparse
 import math
 import sys
 import time
-from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: find `experiments`
@@ -120,7 +119,13 @@ def load(args, name):
 
 # Jitted tree helpers: one compilation per tree structure instead of one per leaf shape.
 take = jax.jit(lambda tree, i: jax.tree.map(lambda a: a[i], tree))
-copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
+
+
+def copy(tree):
+    """New buffers for every array (no compilation): the copy survives donating the original."""
+    return jax.tree.map(lambda a: jax.device_put(a, may_alias=False), tree)
+
+
 stack = jax.jit(lambda trees: jax.tree.map(lambda *a: jnp.stack(a), *trees))
 
 
@@ -142,18 +147,21 @@ def init_grid(norm, args, input_dim, configs):
         tuple(args.hidden), 10, normalization=NORMS[norm], weight_init=1.0
     )
     template = optax.inject_hyperparams(optax.adam)(learning_rate=0.0)
-    ts0 = jaxbn.init_train_state(unit, template, jax.random.key(args.seed), input_dim)
 
-    @jax.jit
-    @partial(jax.vmap, in_axes=(None, 0, 0))
-    def expand(ts0, scale, lr):
-        scaled = [{k: v * scale if k == "W" else v for k, v in p.items()} for p in ts0.params]
-        opt = optax.inject_hyperparams(optax.adam)(learning_rate=lr)
-        return ts0._replace(params=scaled, opt_state=opt.init(scaled))
+    @jax.jit  # one program for the whole grid
+    def init_all(key, scales, lrs):
+        ts0 = jaxbn.init_train_state(unit, template, key, input_dim)
+
+        def expand(scale, lr):
+            scaled = [{k: v * scale if k == "W" else v for k, v in p.items()} for p in ts0.params]
+            opt = optax.inject_hyperparams(optax.adam)(learning_rate=lr)
+            return ts0._replace(params=scaled, opt_state=opt.init(scaled))
+
+        return jax.vmap(expand)(scales, lrs)
 
     scales = jnp.asarray([c[0] for c in configs], jnp.float32)
     lrs = jnp.asarray([c[1] for c in configs], jnp.float32)
-    return net, template, expand(ts0, scales, lrs)
+    return net, template, init_all(jax.random.key(args.seed), scales, lrs)
 
 
 def make_advance(net, optimizer, mode):
