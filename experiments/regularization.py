@@ -1,7 +1,7 @@
 """E6: L2 and dropout against overfitting, on 1,000 MNIST digits and on a 2-D toy set (lab report).
 
-    python experiments/regularization.py                                      # offline, ~4 min
-    python experiments/regularization.py --data-dir /work/shared/data/mnist   # ~5 min
+    python experiments/regularization.py                                      # offline, ~2-4 min
+    python experiments/regularization.py --data-dir /work/shared/data/mnist   # ~4 min
 
 Two small training sets on which an unregularized net overfits:
 
