@@ -1,0 +1,294 @@
+"""A fully connected classifier: ``{affine - [norm] - activation - [dropout]} x (L - 1) - affine``.
+
+``FullyConnectedNet`` is an immutable, hashable configuration (usable as a static argument of
+``jax.jit``) with two pure methods in the haiku ``transform_with_state`` shape::
+
+    params, state = net.init(key, input_dim)
+    logits, new_state = net.apply(params, state, x, training=True, key=dropout_key)
+
+``params`` is a list with one dict per affine layer, ``{"W": (D_in, D_out), "b": (D_out,)}``, plus
+``"gamma"`` and ``"beta"`` of shape ``(D_out,)`` for the hidden layers of a normalized net.
+``state`` is a list with one entry per hidden layer: a ``BatchNormState`` for a batch-norm net,
+``None`` otherwise. Both are plain pytrees: inspect them, save them, ``jax.tree.map`` over them,
+stack them and ``jax.vmap`` over the stack.
+
+Shapes: N batch, D features, C classes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import numbers
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike, DTypeLike
+
+from jaxbn import _checks
+from jaxbn.dropout import dropout as _dropout
+from jaxbn.init import fixed_std_normal, init_std
+from jaxbn.norm import BACKWARDS, BatchNormState, batch_norm, batch_norm_state, layer_norm
+
+__all__ = ["ACTIVATIONS", "NORMALIZATIONS", "FullyConnectedNet"]
+
+NORMALIZATIONS = (None, "batchnorm", "layernorm")
+ACTIVATIONS = ("relu", "sigmoid", "tanh")
+
+_ACTIVATION_FNS = {"relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh}
+
+Params = list[dict[str, jax.Array]]
+State = list[BatchNormState | None]
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class FullyConnectedNet:
+    """Configuration of a fully connected classifier; ``init`` and ``apply`` are pure.
+
+    Layout: ``{affine - [norm] - activation - [dropout]} x len(hidden_dims) - affine``. The last
+    affine produces the logits: no normalization, activation or dropout after it.
+
+    Attributes:
+      hidden_dims: sizes of the hidden layers, a tuple of positive ints (a list is accepted and
+        stored as a tuple); ``()`` gives a linear softmax classifier.
+      num_classes: ``C``, the number of outputs, >= 2.
+      normalization: ``None``, ``"batchnorm"`` (``jaxbn.batch_norm``: batch statistics in
+        training, running statistics in evaluation) or ``"layernorm"`` (``jaxbn.layer_norm``).
+      activation: ``"relu"``, ``"sigmoid"`` or ``"tanh"``.
+      dropout: probability of DROPPING a hidden unit (inverted dropout), in [0, 1).
+      weight_init: ``"he"`` (``N(0, 2 / fan_in)``), ``"xavier"`` (``N(0, 1 / fan_in)``) or a
+        positive float: the fixed standard deviation of every weight matrix. Biases start at 0.
+      momentum: batch norm's weight of the OLD running statistic, in [0, 1] (0.9 is PyTorch's 0.1).
+      eps: added to the variance in batch and layer norm, > 0.
+      bn_backward: the normalization layers' backward: ``"closed_form"``, ``"staged"`` or
+        ``"autodiff"`` (see ``jaxbn.batch_norm``).
+
+    Raises:
+      ValueError: a bad size, an unknown option, or a hyperparameter out of range, naming the
+        field and the value received.
+      TypeError: a field of the wrong type (e.g. ``hidden_dims=100``).
+
+    Example:
+      >>> import jax, jaxbn
+      >>> net = jaxbn.FullyConnectedNet((100, 100), 10, normalization="batchnorm")
+      >>> params, state = net.init(jax.random.key(0), 784)
+      >>> [p["W"].shape for p in params]
+      [(784, 100), (100, 100), (100, 10)]
+    """
+
+    hidden_dims: tuple[int, ...]
+    num_classes: int
+    _: dataclasses.KW_ONLY
+    normalization: str | None = None
+    activation: str = "relu"
+    dropout: float = 0.0
+    weight_init: str | float = "he"
+    momentum: float = 0.9
+    eps: float = 1e-5
+    bn_backward: str = "closed_form"
+
+    def __post_init__(self):
+        dims = self.hidden_dims
+        if isinstance(dims, (str, bytes)) or not isinstance(dims, Sequence):
+            raise TypeError(
+                f"hidden_dims must be a sequence of positive ints (e.g. (100, 100)), got {dims!r}"
+            )
+        if any(isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1 for d in dims):
+            raise ValueError(f"hidden_dims must contain positive ints only, got {dims!r}")
+        object.__setattr__(self, "hidden_dims", tuple(int(d) for d in dims))
+        n = self.num_classes
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 2:
+            raise ValueError(f"num_classes must be an int >= 2, got {n!r}")
+        object.__setattr__(self, "num_classes", int(n))
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(
+                f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}"
+            )
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        rate = _checks.real_number("dropout", self.dropout)
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(
+                f"dropout must be in [0, 1) (the probability of dropping a unit), got {rate!r}"
+            )
+        object.__setattr__(self, "dropout", rate)
+        init_std(self.weight_init, 1)  # validates the name or the fixed std
+        if not isinstance(self.weight_init, str):
+            object.__setattr__(self, "weight_init", float(self.weight_init))
+        momentum = _checks.in_closed_range("momentum", self.momentum, 0.0, 1.0)
+        object.__setattr__(self, "momentum", momentum)
+        eps = _checks.positive("eps", self.eps)
+        if not math.isfinite(eps):
+            raise ValueError(f"eps must be finite, got {eps!r}")
+        object.__setattr__(self, "eps", eps)
+        if self.bn_backward not in BACKWARDS:
+            raise ValueError(f"bn_backward must be one of {BACKWARDS}, got {self.bn_backward!r}")
+
+    @property
+    def num_layers(self) -> int:
+        """Number of affine layers, ``len(hidden_dims) + 1``."""
+        return len(self.hidden_dims) + 1
+
+    def init(
+        self, key: jax.Array, input_dim: int, *, dtype: DTypeLike = jnp.float32
+    ) -> tuple[Params, State]:
+        """Create the parameters and the initial state.
+
+        Weights are drawn with ``weight_init`` (fan_in = the layer's input size); biases and
+        ``beta`` are 0, ``gamma`` is 1; batch-norm running statistics start at mean 0, var 1.
+
+        Args:
+          key: a ``jax.random`` key (may be batched under ``jax.vmap``).
+          input_dim: ``D``, the number of input features (``prod(x.shape[1:])``).
+          dtype: floating dtype of the parameters (float32 by default). Running statistics are
+            float32 or wider.
+
+        Returns:
+          ``(params, state)``: ``params`` a list of ``num_layers`` dicts; ``state`` a list of
+          ``len(hidden_dims)`` entries, ``BatchNormState`` for batch norm and ``None`` otherwise.
+        """
+        input_dim = _positive_int("input_dim", input_dim)
+        dtype = jnp.dtype(dtype)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(f"dtype must be a floating dtype, got {dtype}")
+        dims = (input_dim, *self.hidden_dims, self.num_classes)
+        keys = jax.random.split(key, self.num_layers)
+        params: Params = []
+        state: State = []
+        for i, (d_in, d_out) in enumerate(itertools.pairwise(dims)):
+            std = init_std(self.weight_init, d_in)
+            layer = {
+                "W": fixed_std_normal(keys[i], (d_in, d_out), std=std, dtype=dtype),
+                "b": jnp.zeros((d_out,), dtype),
+            }
+            hidden = i < self.num_layers - 1
+            if hidden and self.normalization is not None:
+                layer["gamma"] = jnp.ones((d_out,), dtype)
+                layer["beta"] = jnp.zeros((d_out,), dtype)
+            params.append(layer)
+            if hidden:
+                bn = self.normalization == "batchnorm"
+                state.append(
+                    batch_norm_state(d_out, jnp.promote_types(dtype, jnp.float32)) if bn else None
+                )
+        return params, state
+
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: ArrayLike,
+        *,
+        training: bool,
+        key: jax.Array | None = None,
+        mask: ArrayLike | None = None,
+        axis_name: Hashable | None = None,
+    ) -> tuple[jax.Array, State]:
+        """Compute the logits; in training mode also the updated batch-norm statistics.
+
+        Args:
+          params: as returned by ``init``.
+          state: as returned by ``init`` or a previous ``apply``.
+          x: ``(N, D)`` inputs, or ``(N, ...)`` flattened to ``(N, D)``; floating dtype.
+          training: Python bool. True: batch statistics, running-statistic updates and dropout;
+            False: running statistics, no dropout, ``state`` returned unchanged.
+          key: a ``jax.random`` key for dropout; required when ``training`` and ``dropout > 0``.
+            Layer ``i`` uses ``jax.random.fold_in(key, i)``.
+          mask: optional ``(N,)`` bool marking the real rows of a padded batch; batch norm leaves
+            the False rows out of its statistics (see ``jaxbn.batch_norm``).
+          axis_name: a mapped axis (``shard_map``, ``pmap``, ``vmap``) across which batch norm
+            computes global batch statistics.
+
+        Returns:
+          ``(logits, new_state)``: logits ``(N, C)`` in the dtype of ``x`` and ``params``.
+
+        Raises:
+          ValueError: params or state that do not match this net, an input of the wrong width,
+            or no ``key`` when dropout needs one.
+          TypeError: a non-bool ``training`` or a non-floating ``x``.
+        """
+        training = _checks.python_bool("training", training)
+        x = _checks.floating_array("x", x)
+        self._check_tree(params, state)
+        if x.ndim < 2:
+            raise ValueError(f"x must have shape (N, D) or (N, ...), got shape {tuple(x.shape)}")
+        h = jnp.reshape(x, (x.shape[0], -1))
+        d_in = params[0]["W"].shape[0]
+        if h.shape[1] != d_in:
+            raise ValueError(
+                f"x has {h.shape[1]} features per example (shape {tuple(x.shape)}) but the first "
+                f"layer expects {d_in}"
+            )
+        use_dropout = training and self.dropout > 0.0
+        if use_dropout and key is None:
+            raise ValueError(
+                f"key must be a jax.random key when training with dropout={self.dropout}, got None"
+            )
+        act = _ACTIVATION_FNS[self.activation]
+        new_state: State = []
+        for i, layer in enumerate(params[:-1]):
+            h = h @ layer["W"] + layer["b"][None, :]
+            if self.normalization == "batchnorm":
+                h, s = batch_norm(
+                    h,
+                    layer["gamma"],
+                    layer["beta"],
+                    state[i],
+                    training=training,
+                    momentum=self.momentum,
+                    eps=self.eps,
+                    axis_name=axis_name,
+                    backward=self.bn_backward,
+                    mask=mask,
+                )
+                new_state.append(s)
+            else:
+                if self.normalization == "layernorm":
+                    h = layer_norm(
+                        h, layer["gamma"], layer["beta"], eps=self.eps, backward=self.bn_backward
+                    )
+                new_state.append(state[i])
+            h = act(h)
+            if use_dropout:
+                h = _dropout(h, key=jax.random.fold_in(key, i), rate=self.dropout, training=True)
+        last = params[-1]
+        logits = h @ last["W"] + last["b"][None, :]
+        return logits, new_state
+
+    def _check_tree(self, params: Any, state: Any) -> None:
+        """Check the static structure of params and state against this configuration."""
+        if not isinstance(params, (list, tuple)) or len(params) != self.num_layers:
+            got = len(params) if isinstance(params, (list, tuple)) else type(params).__name__
+            raise ValueError(
+                f"params must be a list of {self.num_layers} layer dicts for hidden_dims="
+                f"{self.hidden_dims}, got {got}"
+            )
+        norm = self.normalization is not None
+        for i, layer in enumerate(params):
+            want = {"W", "b"} | ({"gamma", "beta"} if norm and i < self.num_layers - 1 else set())
+            if not isinstance(layer, dict) or set(layer) != want:
+                keys = sorted(layer) if isinstance(layer, dict) else type(layer).__name__
+                raise ValueError(f"params[{i}] must be a dict with keys {sorted(want)}, got {keys}")
+        hidden = len(self.hidden_dims)
+        if not isinstance(state, (list, tuple)) or len(state) != hidden:
+            got = len(state) if isinstance(state, (list, tuple)) else type(state).__name__
+            raise ValueError(
+                f"state must be a list of {hidden} entries (one per hidden layer), got {got}"
+            )
+        bn = self.normalization == "batchnorm"
+        for i, s in enumerate(state):
+            if bn and not isinstance(s, BatchNormState):
+                raise ValueError(f"state[{i}] must be a BatchNormState, got {type(s).__name__}")
+            if not bn and s is not None:
+                raise ValueError(
+                    f"state[{i}] must be None for normalization={self.normalization!r}"
+                )
