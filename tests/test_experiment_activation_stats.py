@@ -1,6 +1,7 @@
 """Smoke test of experiments/activation_stats.py (E5): a tiny deep net, files and the pattern."""
 
 import importlib.util
+import itertools
 import json
 from pathlib import Path
 
@@ -31,7 +32,8 @@ def test_activation_stats_writes_results(tmp_path):
     # The preprocessing: every feature zero-centred and scaled to unit variance.
     prep = result["preprocessing"]["preprocessed"]
     assert abs(prep["feature_mean_min"]) < 1e-6 and abs(prep["feature_mean_max"]) < 1e-6
-    assert prep["feature_std_min"] == pytest.approx(1) and prep["feature_std_max"] == pytest.approx(1)
+    assert prep["feature_std_min"] == pytest.approx(1)
+    assert prep["feature_std_max"] == pytest.approx(1)
     assert result["preprocessing"]["raw"]["feature_std_max"] > 2  # it did have work to do
 
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -53,7 +55,7 @@ def test_activation_stats_writes_results(tmp_path):
     # The reported pattern, even at this size: std 0.01 collapses layer by layer without BN;
     # Xavier shrinks ReLU activations; batch norm keeps every non-zero init's spread healthy.
     small = stds("tanh", "0.01", False)
-    assert all(b < a / 2 for a, b in zip(small, small[1:], strict=False))
+    assert all(b < a / 2 for a, b in itertools.pairwise(small))
     xavier_relu = stds("relu", "xavier", False)
     assert xavier_relu[-1] < 0.5 * xavier_relu[0]
     for activation in ("tanh", "relu"):

@@ -1,6 +1,7 @@
 """Smoke test of experiments/weight_init_sweep.py (E1): a tiny sweep on the embedded digits."""
 
 import importlib.util
+import itertools
 import json
 from pathlib import Path
 
@@ -81,7 +82,7 @@ def test_init_params_follows_net_init_layout():
     stds = np.array([1.0, 0.1, 0.01])
     dims = [12, 8, 4, 10]
     rng = np.random.default_rng(0)
-    weights = [rng.standard_normal(d, dtype=np.float32) for d in zip(dims, dims[1:], strict=False)]
+    weights = [rng.standard_normal(d, dtype=np.float32) for d in itertools.pairwise(dims)]
     for name in module.NETS:
         net = module.make_net(args, name)
         params, state = module.init_params(net, stds, weights, 12)
