@@ -5,9 +5,9 @@ from jaxbn.checkpoint import load_checkpoint as load_checkpoint
 from jaxbn.checkpoint import save_checkpoint as save_checkpoint
 from jaxbn.dropout import dropout as dropout
 from jaxbn.fit import FitResult as FitResult
-from jaxbn.fit import History as History
 from jaxbn.fit import NonFiniteLossError as NonFiniteLossError
 from jaxbn.fit import fit as fit
+from jaxbn.history import History as History
 from jaxbn.init import fixed_std_normal as fixed_std_normal
 from jaxbn.init import he_normal as he_normal
 from jaxbn.init import init_std as init_std

@@ -21,8 +21,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
 from jaxbn.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from jaxbn.history import History
 from jaxbn.nn import FullyConnectedNet
 from jaxbn.train import (
     TrainState,
@@ -36,7 +38,7 @@ from jaxbn.train import (
     train_step_fn,
 )
 
-__all__ = ["CHECKPOINT_NAME", "SAMPLINGS", "FitResult", "History", "NonFiniteLossError", "fit"]
+__all__ = ["CHECKPOINT_NAME", "SAMPLINGS", "FitResult", "NonFiniteLossError", "fit"]
 
 SAMPLINGS = ("shuffle", "random")
 CHECKPOINT_NAME = "checkpoint.npz"
@@ -55,62 +57,15 @@ class NonFiniteLossError(FloatingPointError):
 
     def __init__(self, step: int, epoch: int, batch: int, steps_per_epoch: int, loss: float):
         self.step, self.epoch, self.batch, self.loss = step, epoch, batch, loss
+        self._args = (step, epoch, batch, steps_per_epoch, loss)
         super().__init__(
             f"the training loss became {loss} at step {step} (epoch {epoch}, batch {batch} of "
             f"{steps_per_epoch}; steps count from 0 like TrainState.step). Check the inputs for "
             "NaN/Inf or lower the learning rate or the weight scale."
         )
 
-
-@dataclasses.dataclass
-class History:
-    """What a ``fit`` run recorded; JSON-serializable with ``to_dict`` / ``from_dict``.
-
-    Attributes:
-      step_loss: training loss (data + L2, training mode) of every step, in order.
-      train_loss, train_accuracy: per epoch, on the whole training set in evaluation mode.
-      val_loss, val_accuracy: per epoch, on the validation set (empty without one).
-      epoch_steps: ``TrainState.step`` at the end of each epoch.
-      epoch_seconds: wall time of each epoch's training steps (the first includes compilation;
-        the only field that differs between identical runs).
-      eval_seconds: wall time of each epoch's evaluation.
-      checks: mid-epoch evaluations (``eval_every``): ``{"step", "loss", "accuracy"}`` dicts on
-        the monitored set (validation if given, else training).
-      best_epoch: the epoch (from 1) with the highest validation accuracy so far; None without
-        validation data.
-      best_val_accuracy: that accuracy.
-      stopped_at_step: ``TrainState.step`` when ``target_loss`` was reached, else None.
-    """
-
-    step_loss: list[float] = dataclasses.field(default_factory=list)
-    train_loss: list[float] = dataclasses.field(default_factory=list)
-    train_accuracy: list[float] = dataclasses.field(default_factory=list)
-    val_loss: list[float] = dataclasses.field(default_factory=list)
-    val_accuracy: list[float] = dataclasses.field(default_factory=list)
-    epoch_steps: list[int] = dataclasses.field(default_factory=list)
-    epoch_seconds: list[float] = dataclasses.field(default_factory=list)
-    eval_seconds: list[float] = dataclasses.field(default_factory=list)
-    checks: list[dict] = dataclasses.field(default_factory=list)
-    best_epoch: int | None = None
-    best_val_accuracy: float | None = None
-    stopped_at_step: int | None = None
-
-    @property
-    def epochs_done(self) -> int:
-        """Number of epochs completed (or ended by ``target_loss``)."""
-        return len(self.epoch_steps)
-
-    def to_dict(self) -> dict:
-        """Return a JSON-serializable dict of every field."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> History:
-        """Rebuild a ``History`` from ``to_dict``'s output."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        if set(d) != names:
-            raise ValueError(f"history fields must be {sorted(names)}, got {sorted(d)}")
-        return cls(**d)
+    def __reduce__(self):
+        return type(self), self._args
 
 
 class FitResult(NamedTuple):
@@ -157,9 +112,8 @@ def _epoch_order(seed, epoch, n, batch_size, sampling, steps):
     return order.reshape(steps, batch_size).astype(np.int32), n - (steps - 1) * batch_size
 
 
-def _indexed_step(net, optimizer, l2, train_state, x_all, y_all, order, b, mask):
-    """One training step on the rows ``order[b]`` of the device-resident training set."""
-    idx = order[b]
+def _indexed_step(net, optimizer, l2, train_state, x_all, y_all, idx, mask):
+    """One training step on the rows ``idx`` ``(B,)`` of the device-resident training set."""
     return train_step_fn(net, optimizer, l2=l2)(train_state, x_all[idx], y_all[idx], mask)
 
 
@@ -175,8 +129,21 @@ def _step_runner(net, optimizer, l2):
     return partial(_cached_step, net, optimizer, l2)
 
 
+_cached_init = jax.jit(init_train_state, static_argnums=(0, 1, 3))
+
+
+def _init(net, optimizer, key, input_dim):
+    """``init_train_state`` as one compiled program (cached across calls when hashable)."""
+    try:
+        hash(optimizer)
+    except TypeError:
+        return init_train_state(net, optimizer, key, input_dim)
+    return _cached_init(net, optimizer, key, input_dim)
+
+
 def _copy(tree):
-    return jax.tree.map(lambda a: a.copy(), tree)
+    """Copy every array (new buffers, so donating the original leaves the copy intact)."""
+    return jax.tree.map(lambda a: jax.device_put(a, may_alias=False), tree)
 
 
 def _make_bar(progress: bool, total: int, initial: int):
@@ -209,6 +176,7 @@ def fit(
     resume: bool = False,
     train_state: TrainState | None = None,
     progress: bool = True,
+    mesh: Mesh | None = None,
 ) -> FitResult:
     """Train ``net`` with minibatch steps; evaluate after each epoch; keep the best parameters.
 
@@ -250,6 +218,10 @@ def fit(
       train_state: optional initial ``TrainState`` (copied, never donated); default
         ``init_train_state(net, optimizer, jax.random.key(seed), D)``.
       progress: show a tqdm progress bar (if tqdm is installed).
+      mesh: a 1-D device mesh (``jaxbn.parallel.data_mesh``) to train data-parallel on: each
+        batch is split across the devices (padded with masked rows to fit), the training set and
+        the train state are replicated, and batch-norm statistics are those of the whole batch,
+        so the run matches the single-device one up to float round-off.
 
     Returns:
       A ``FitResult(train_state, history, best_params, best_state)``.
@@ -320,7 +292,7 @@ def fit(
         )
     )
     if train_state is None:
-        ts = init_train_state(net, optimizer, jax.random.key(seed), input_dim)
+        ts = _init(net, optimizer, jax.random.key(seed), input_dim)
     else:
         if not isinstance(train_state, TrainState):
             raise TypeError(f"train_state must be a TrainState, got {type(train_state).__name__}")
@@ -346,7 +318,12 @@ def fit(
         history = History.from_dict(ckpt.meta["history"])
 
     run_step = _step_runner(net, optimizer, l2)
-    x_dev, y_dev = jnp.asarray(x_host), jnp.asarray(y_host, jnp.int32)
+    x_dev, y_dev = jnp.asarray(x_host), jnp.asarray(y_host.astype(np.int32))
+    if mesh is not None:
+        from jaxbn import parallel  # deferred: parallel builds on this module
+
+        run_step = parallel.indexed_step_runner(net, optimizer, l2, mesh)
+        ts, x_dev, y_dev = parallel.replicate(mesh, (ts, x_dev, y_dev))
     monitor = (x_val, y_val) if has_val else (x_host, y_host)
 
     def monitored_loss():
@@ -357,14 +334,13 @@ def fit(
     try:
         for epoch in range(start_epoch, epochs):
             order, last_real = _epoch_order(seed, epoch, n, batch_size, sampling, steps_per_epoch)
-            order = jnp.asarray(order)
-            last_mask = None if last_real == batch_size else jnp.arange(batch_size) < last_real
+            last_mask = None if last_real == batch_size else np.arange(batch_size) < last_real
             step0 = int(ts.step)
             pending: list = []
             t0 = time.perf_counter()
             for b in range(steps_per_epoch):
                 mask = last_mask if b == steps_per_epoch - 1 else None
-                ts, metrics = run_step(ts, x_dev, y_dev, order, b, mask)
+                ts, metrics = run_step(ts, x_dev, y_dev, order[b], mask)
                 pending.append(metrics["loss"])
                 done = step0 + b + 1
                 check = eval_every is not None and done % eval_every == 0
@@ -407,8 +383,10 @@ def fit(
                     best_params, best_state = _copy(ts.params), _copy(ts.state)
             else:
                 best_params, best_state = _copy(ts.params), _copy(ts.state)
-            if eval_every is not None and int(ts.step) % eval_every == 0:
-                history.checks.append({"step": int(ts.step), **monitored})
+            done = int(ts.step)
+            checked = bool(history.checks) and history.checks[-1]["step"] == done
+            if eval_every is not None and done % eval_every == 0 and not checked:
+                history.checks.append({"step": done, **monitored})
             if (
                 history.stopped_at_step is None
                 and target_loss is not None

@@ -104,11 +104,12 @@ def fixed_std_normal(
       dtype: a floating dtype.
 
     Returns:
-      An array of ``shape`` and ``dtype``.
+      An array of ``shape`` and ``dtype``: ``std * jax.random.normal(key, (prod(shape),))``
+      reshaped.
     """
     std = _check_std(std)
-    _fan_in(shape)
-    return (std * jax.random.normal(key, tuple(shape), dtype)).astype(dtype)
+    size = _fan_in(shape) * shape[-1]
+    return (std * jax.random.normal(key, (size,), dtype)).reshape(tuple(shape)).astype(dtype)
 
 
 def xavier_normal(

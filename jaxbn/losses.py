@@ -23,7 +23,7 @@ def _check_logits_labels(logits, labels, mask):
     logits = _checks.floating_array("logits", logits)
     if logits.ndim != 2:
         raise ValueError(f"logits must have shape (N, C), got shape {tuple(logits.shape)}")
-    labels = labels if hasattr(labels, "dtype") else jnp.asarray(labels)
+    labels = jnp.asarray(labels)  # canonical dtype: NumPy int64 becomes int32 without x64
     if not jnp.issubdtype(labels.dtype, jnp.integer):
         raise TypeError(
             f"labels must be an integer array of class indices, got dtype {labels.dtype}"

@@ -30,7 +30,7 @@ from jax.typing import ArrayLike, DTypeLike
 
 from jaxbn import _checks
 from jaxbn.dropout import dropout as _dropout
-from jaxbn.init import fixed_std_normal, init_std
+from jaxbn.init import init_std
 from jaxbn.norm import BACKWARDS, BatchNormState, batch_norm, batch_norm_state, layer_norm
 
 __all__ = ["ACTIVATIONS", "NORMALIZATIONS", "FullyConnectedNet"]
@@ -143,8 +143,10 @@ class FullyConnectedNet:
     ) -> tuple[Params, State]:
         """Create the parameters and the initial state.
 
-        Weights are drawn with ``weight_init`` (fan_in = the layer's input size); biases and
-        ``beta`` are 0, ``gamma`` is 1; batch-norm running statistics start at mean 0, var 1.
+        Every weight is ``std * z`` with ``z ~ N(0, 1)`` and ``std = init_std(weight_init,
+        fan_in)`` (fan_in = the layer's input size); the ``z`` of all layers come from one
+        ``jax.random.normal(key, (total,))`` draw, in layer order. Biases and ``beta`` are 0,
+        ``gamma`` is 1; batch-norm running statistics start at mean 0, var 1.
 
         Args:
           key: a ``jax.random`` key (may be batched under ``jax.vmap``).
@@ -161,15 +163,18 @@ class FullyConnectedNet:
         if not jnp.issubdtype(dtype, jnp.floating):
             raise TypeError(f"dtype must be a floating dtype, got {dtype}")
         dims = (input_dim, *self.hidden_dims, self.num_classes)
-        keys = jax.random.split(key, self.num_layers)
+        # One draw for every weight (one RNG program, not one per layer shape), then per-layer
+        # slices scaled by that layer's standard deviation.
+        sizes = [d_in * d_out for d_in, d_out in itertools.pairwise(dims)]
+        z = jax.random.normal(key, (sum(sizes),), dtype)
         params: Params = []
         state: State = []
+        offset = 0
         for i, (d_in, d_out) in enumerate(itertools.pairwise(dims)):
             std = init_std(self.weight_init, d_in)
-            layer = {
-                "W": fixed_std_normal(keys[i], (d_in, d_out), std=std, dtype=dtype),
-                "b": jnp.zeros((d_out,), dtype),
-            }
+            w = z[offset : offset + sizes[i]].reshape(d_in, d_out)
+            offset += sizes[i]
+            layer = {"W": (std * w).astype(dtype), "b": jnp.zeros((d_out,), dtype)}
             hidden = i < self.num_layers - 1
             if hidden and self.normalization is not None:
                 layer["gamma"] = jnp.ones((d_out,), dtype)
@@ -177,9 +182,8 @@ class FullyConnectedNet:
             params.append(layer)
             if hidden:
                 bn = self.normalization == "batchnorm"
-                state.append(
-                    batch_norm_state(d_out, jnp.promote_types(dtype, jnp.float32)) if bn else None
-                )
+                stats_dtype = jnp.promote_types(dtype, jnp.float32)
+                state.append(batch_norm_state(d_out, stats_dtype) if bn else None)
         return params, state
 
     def apply(

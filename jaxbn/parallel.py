@@ -17,6 +17,7 @@ so uneven shards are exact), and the loss and accuracy count real rows only.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import jax
@@ -31,6 +32,8 @@ __all__ = [
     "DATA_AXIS",
     "batch_sharding",
     "data_mesh",
+    "indexed_step_runner",
+    "make_data_parallel_step",
     "pad_to_multiple",
     "replicate",
     "replicated_sharding",
@@ -147,3 +150,71 @@ def shard_batch(mesh: Mesh, *arrays, pad: bool = True):
     *padded, mask = pad_to_multiple(n_dev, *arrays)
     sharding = batch_sharding(mesh)
     return tuple(jax.device_put(a, sharding) for a in (*padded, mask))
+
+
+def make_data_parallel_step(net, optimizer, mesh: Mesh, *, l2: float = 0.0):
+    """Build a jit-compiled training step that runs data-parallel on ``mesh``.
+
+    The computation is exactly ``jaxbn.train_step_fn(net, optimizer, l2=l2)``: the batch is split
+    across the devices, the train state is replicated, and XLA turns every reduction over the
+    batch (the loss mean, the batch-norm statistics and the sums of its backward) into an
+    all-reduce. A batch whose size does not divide the device count is padded with masked rows,
+    so the statistics, the loss and the accuracy are those of the real rows. With dropout, the
+    random masks are drawn for the padded batch, so they match a single-device run only when no
+    padding is needed.
+
+    Args:
+      net: a ``jaxbn.FullyConnectedNet``.
+      optimizer: an optax gradient transformation.
+      mesh: a 1-D mesh (``data_mesh``).
+      l2: L2 strength on the weights.
+
+    Returns:
+      ``step(train_state, x, y, mask=None) -> (train_state, metrics)``. ``x`` and ``y`` may be
+      host or device arrays of any batch size N; the input ``train_state`` is donated. Put the
+      initial train state on the mesh with ``replicate(mesh, train_state)``.
+    """
+    from jaxbn.train import train_step_fn  # deferred: jaxbn.train imports this module's peers
+
+    step = train_step_fn(net, optimizer, l2=l2)
+    rep, bat = replicated_sharding(mesh), batch_sharding(mesh)
+    compiled = jax.jit(
+        step, in_shardings=(rep, bat, bat, bat), out_shardings=(rep, rep), donate_argnums=0
+    )
+    n_dev = mesh.devices.size
+
+    def dp_step(train_state, x, y, mask=None):
+        if mask is None:
+            x, y, mask = pad_to_multiple(n_dev, x, y)
+        elif x.shape[0] % n_dev:
+            x, y, mask, _ = pad_to_multiple(n_dev, x, y, mask)
+        return compiled(train_state, x, y, mask)
+
+    return dp_step
+
+
+def indexed_step_runner(net, optimizer, l2: float, mesh: Mesh):
+    """``fit``'s step on ``mesh``: ``run(train_state, x_all, y_all, idx, mask)``.
+
+    ``x_all`` and ``y_all`` (the training set) and the train state are replicated; the batch's
+    row indices ``idx (B,)`` and its mask are padded to a multiple of the device count and split
+    across the devices, so the gathered batch is sharded and every reduction over it is global.
+    """
+    from jaxbn.fit import _indexed_step  # deferred: fit imports this module lazily too
+
+    rep, bat = replicated_sharding(mesh), batch_sharding(mesh)
+    compiled = jax.jit(
+        partial(_indexed_step, net, optimizer, l2),
+        in_shardings=(rep, rep, rep, bat, bat),
+        out_shardings=(rep, rep),
+        donate_argnums=0,
+    )
+    n_dev = mesh.devices.size
+
+    def run(train_state, x_all, y_all, idx, mask):
+        if mask is None:
+            mask = np.ones(idx.shape[0], bool)
+        idx, mask, _ = pad_to_multiple(n_dev, np.asarray(idx), np.asarray(mask))
+        return compiled(train_state, x_all, y_all, idx, mask)
+
+    return run

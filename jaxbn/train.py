@@ -200,7 +200,11 @@ def train_step_fn(
 
 
 def make_train_step(
-    net: FullyConnectedNet, optimizer: optax.GradientTransformation, *, l2: float = 0.0
+    net: FullyConnectedNet,
+    optimizer: optax.GradientTransformation,
+    *,
+    l2: float = 0.0,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> StepFn:
     """Build the jit-compiled training step; the input ``TrainState`` is donated.
 
@@ -212,6 +216,9 @@ def make_train_step(
       net: the network configuration.
       optimizer: an optax gradient transformation.
       l2: the L2 strength on the weights, >= 0.
+      mesh: optional 1-D device mesh (``jaxbn.parallel.data_mesh``): the step then runs
+        data-parallel with global batch statistics (see
+        ``jaxbn.parallel.make_data_parallel_step``); replicate the train state on it first.
 
     Returns:
       ``step(train_state, x, y, mask=None) -> (train_state, metrics)``, compiled once per input
@@ -228,6 +235,10 @@ def make_train_step(
       >>> int(ts.step)
       1
     """
+    if mesh is not None:
+        from jaxbn.parallel import make_data_parallel_step  # deferred: parallel imports train
+
+        return make_data_parallel_step(net, optimizer, mesh, l2=l2)
     return jax.jit(train_step_fn(net, optimizer, l2=l2), donate_argnums=0)
 
 
@@ -306,7 +317,7 @@ def evaluate(
     n = int(x.shape[0])
     if n == 0:
         return {"loss": math.nan, "accuracy": math.nan}
-    x_host, y_host = np.asarray(x), np.asarray(y)
+    x_host, y_host = np.asarray(x), np.asarray(y).astype(np.int32)  # one program for any labels
     sums = []
     for start in range(0, n, batch_size):
         xb, yb = x_host[start : start + batch_size], y_host[start : start + batch_size]

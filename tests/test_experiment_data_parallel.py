@@ -1,0 +1,25 @@
+"""Smoke test of experiments/data_parallel.py on one device (multi-device: test_parallel.py)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).parents[1] / "experiments" / "data_parallel.py"
+
+
+def test_data_parallel_script_writes_results(tmp_path):
+    pytest.importorskip("mlxtend")
+    spec = importlib.util.spec_from_file_location("data_parallel", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    argv = ["--dataset", "mnist_embedded", "--n-train", "256", "--devices", "1", "--epochs", "2"]
+    rows = module.main([*argv, "--batch-size", "32", "--out-dir", str(tmp_path)])
+    assert len(rows) == 1 and rows[0]["devices"] == 1
+    assert rows[0]["steps_per_s"] > 0 and 0.0 <= rows[0]["test_accuracy"] <= 1.0
+    assert rows[0]["params_rel_error_vs_first"] == 0.0
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["devices"] for line in lines] == [1]
+    assert json.loads((tmp_path / "config.json").read_text())["devices"] == [1]
+    assert "| 1 |" in (tmp_path / "results.md").read_text()
