@@ -16,8 +16,9 @@ ReLU; with BN the spread stays healthy whatever the init.
 
 Zero init (and any constant init) is the symmetry problem: every unit of a layer computes the
 same function, gets the same gradient and so stays identical to its neighbours forever. The
-script shows it on a few steps of full-batch SGD on random labels: the largest difference
-between two units' activations, and between two units' weight gradients, stays at 0.
+script shows it on a few steps of full-batch SGD on random labels (a 3-layer version of the net
+with a 10-way softmax head): the largest difference between two units' activations, and between
+two units' weight gradients, stays at 0 (zero init) or at float32 round-off (constant init).
 
 Outputs in ``--out-dir`` (default ``runs/activation_stats``): ``config.json``, ``metrics.jsonl``
 (one line per activation, init, BN and layer; then the symmetry check), one histogram grid per
@@ -87,10 +88,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--bins", type=int, default=30, help="histogram bins (the notes: 30)")
     p.add_argument("--symmetry-examples", type=int, default=100, help="batch of the symmetry check")
     p.add_argument("--symmetry-steps", type=int, default=3, help="SGD steps of the symmetry check")
+    p.add_argument("--symmetry-depth", type=int, default=3, help="layers of the symmetry check")
     p.add_argument("--symmetry-lr", type=float, default=0.1)
     p.add_argument("--dpi", type=int, default=80)
     args = p.parse_args(argv)
-    for name in ("examples", "input_dim", "width", "depth", "bins", "symmetry_examples"):
+    positive = ("examples", "input_dim", "width", "depth", "bins", "symmetry_examples")
+    for name in (*positive, "symmetry_depth"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.examples < 2:
@@ -192,42 +195,57 @@ def forward_stats(weights, x, *, activation: str, batchnorm: bool, eps: float):
     }
 
 
-@partial(jax.jit, static_argnames=("activation", "batchnorm", "eps", "steps"))
-def symmetry_check(weights, head, x, labels, lr, *, activation, batchnorm, eps, steps):
-    """Full-batch SGD on random labels; before each step, how far apart the units of a layer are.
+@partial(jax.jit, static_argnames=("activation", "batchnorm", "eps"))
+def symmetry_step(weights, x, labels, lr, *, activation, batchnorm, eps):
+    """One full-batch SGD step on softmax cross-entropy; and how far apart the units of a layer are.
 
-    ``weights`` as from ``draw_weights``; ``head`` the ``(width, C)`` output layer. Returns a
-    ``(steps + 1, 4)`` array, one row before each step and one after the last: the largest
-    ``|h[:, j] - h[:, 0]|`` over units ``j``, examples and layers (activation spread), the largest
-    ``|dW[:, j] - dW[:, 0]|`` over units ``j``, inputs and layers (gradient spread), and the
-    largest ``|h|`` and ``|dW|``. Batch norm here has gamma = 1 and beta = 0, not trained.
+    ``weights``: a list of ``(D_in, D_out)`` matrices, the last one the output layer (unrolled:
+    differentiating a scan over layers costs twice the compilation). Returns the updated weights
+    and ``[activation spread, gradient spread, max |h|, max |dW|]`` over the hidden layers, where
+    a spread is the largest ``|a[:, j] - a[:, 0]|`` over units ``j`` (the columns of the
+    activations ``h`` and of the weight gradients ``dW``). Batch norm here has gamma 1, beta 0.
     """
 
-    def loss_fn(params):
-        weights, head = params
-        hs = hidden_layers(weights, x, activation=activation, batchnorm=batchnorm, eps=eps)
-        return jaxbn.softmax_cross_entropy(hs[-1] @ head, labels), hs
+    def loss_fn(weights):
+        hs, h = [], x
+        for w in weights[:-1]:
+            h = layer(h, w, activation=activation, batchnorm=batchnorm, eps=eps)
+            hs.append(h)
+        return jaxbn.softmax_cross_entropy(h @ weights[-1], labels), hs
 
-    def spread(a):  # (..., units): max over units j of |a[..., j] - a[..., 0]|
-        return jnp.max(jnp.abs(a - a[..., :1]))
+    (_, hs), grads = jax.value_and_grad(loss_fn, has_aux=True)(weights)
 
-    def step(params, _):
-        (_, hs), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        g_first, g_rest = grads[0]
-        stats = jnp.stack(
-            [
-                spread(hs),
-                jnp.maximum(spread(g_first), spread(g_rest)),
-                jnp.max(jnp.abs(hs)),
-                jnp.maximum(jnp.max(jnp.abs(g_first)), jnp.max(jnp.abs(g_rest), initial=0)),
-            ]
-        )
-        params = jax.tree.map(lambda p, g: p - lr * g, params, grads)
-        return params, stats
+    def spread(a):  # (rows, units): max over units j of |a[:, j] - a[:, 0]|
+        return jnp.max(jnp.abs(a - a[:, :1]))
 
-    # steps + 1 rounds: the last one only measures (its update is thrown away).
-    _, stats = jax.lax.scan(step, (weights, head), None, length=steps + 1)
-    return stats
+    def largest(values):
+        return jnp.max(jnp.stack(values))
+
+    stats = jnp.stack(
+        [
+            largest([spread(h) for h in hs]),
+            largest([spread(g) for g in grads[:-1]]),
+            largest([jnp.max(jnp.abs(h)) for h in hs]),
+            largest([jnp.max(jnp.abs(g)) for g in grads[:-1]]),
+        ]
+    )
+    return [w - lr * g for w, g in zip(weights, grads, strict=True)], stats
+
+
+def symmetry_check(init, x, labels, *, depth, width, steps, lr, key, **kw) -> np.ndarray:
+    """``steps`` SGD steps of a ``depth``-layer net (plus a 10-way head) from ``init``.
+
+    Returns a ``(steps + 1, 4)`` array of ``symmetry_step``'s statistics: before each step and
+    after the last.
+    """
+    dims = [x.shape[1]] + [width] * depth + [10]
+    keys = jax.random.split(key, depth + 1)
+    weights = [draw_matrix(init, k, a, b) for k, a, b in zip(keys, dims, dims[1:], strict=False)]
+    rows = []
+    for _ in range(steps + 1):
+        weights, stats = symmetry_step(weights, x, labels, lr, **kw)
+        rows.append(stats)
+    return np.asarray(jax.device_get(rows))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -355,11 +373,12 @@ def render(results, prep, symmetry, args, timing) -> str:
         + table("std")
         + "\nMean of each layer's activations:\n\n"
         + table("mean")
-        + f"\nSymmetry check: {args.symmetry_steps} steps of full-batch SGD (lr "
-        f"{args.symmetry_lr}) on {args.symmetry_examples} examples with random labels, a "
-        f"{args.width}-to-10 softmax head. Spread = the largest difference between two units of a "
-        "layer (activations over the examples; weight-gradient columns), over all layers and "
-        "steps; a random init is shown for contrast.\n\n"
+        + f"\nSymmetry check: {args.symmetry_depth} layers of {args.width} units and a 10-way "
+        f"softmax head, {args.symmetry_steps} steps of full-batch SGD (lr {args.symmetry_lr}) on "
+        f"{args.symmetry_examples} of the examples with random labels. Spread: the largest "
+        "difference between two units of a layer (their activations over the examples; their "
+        "weight-gradient columns), over all hidden layers and steps. A random init for "
+        "contrast.\n\n"
         + markdown_table(
             [
                 "activation",
@@ -465,25 +484,22 @@ def main(argv=None):
         rng = np.random.default_rng(args.seed + 1)
         xs = jnp.asarray(x[: args.symmetry_examples])
         labels = jnp.asarray(rng.integers(0, 10, len(xs)), jnp.int32)
-        sym_keys = jax.random.split(jax.random.key(args.seed + 1), args.depth + 1)
         symmetry = []
         for activation in args.activations:
             for init in ("zero", "constant", "xavier" if activation == "tanh" else "he"):
-                w = draw_weights(init, dims, sym_keys[:-1])
-                head = draw_matrix(init, sym_keys[-1], args.width, 10)
                 for batchnorm in (False, True):
-                    stats = np.asarray(
-                        symmetry_check(
-                            w,
-                            head,
-                            xs,
-                            labels,
-                            args.symmetry_lr,
-                            activation=activation,
-                            batchnorm=batchnorm,
-                            eps=args.bn_eps,
-                            steps=args.symmetry_steps,
-                        )
+                    stats = symmetry_check(
+                        init,
+                        xs,
+                        labels,
+                        depth=args.symmetry_depth,
+                        width=args.width,
+                        steps=args.symmetry_steps,
+                        lr=args.symmetry_lr,
+                        key=jax.random.key(args.seed + 1),
+                        activation=activation,
+                        batchnorm=batchnorm,
+                        eps=args.bn_eps,
                     )
                     rec = {
                         "activation": activation,

@@ -23,9 +23,9 @@ def load_script():
 
 
 def test_weight_init_sweep_writes_results(tmp_path, capsys):
-    # 2 stds, 2 seeds, 2 epochs of 2 steps, 16-unit hidden layers; no --data-dir: offline data.
+    # 2 stds, 2 seeds, 2 epochs of 2 steps, one 16-unit hidden layer; no --data-dir: offline.
     argv = ["--out-dir", str(tmp_path), "--num-stds", "2", "--log-std-range", "-1", "-3"]
-    argv += ["--hidden-dims", "16", "16", "--epochs", "2", "--steps-per-epoch", "2"]
+    argv += ["--hidden-dims", "16", "--epochs", "2", "--steps-per-epoch", "2"]
     argv += ["--batch-size", "20", "--n-train", "100", "--seeds", "2", "--lr", "0.1"]
     result = load_script().main(argv)
     printed = capsys.readouterr().out
