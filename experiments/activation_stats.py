@@ -4,11 +4,12 @@
 
 The set-up of the CS231n lecture notes: 1,000 Gaussian examples of 500 features go through 10
 fully connected layers of 500 units (no biases), tanh or ReLU, with weights drawn as all zeros,
-N(0, 0.01^2), N(0, 1), Xavier N(0, 1 / fan_in) or He N(0, 2 / fan_in) (``jaxbn.init``), each
-with and without batch norm (``jaxbn.batch_norm`` in training mode between each affine and its
-nonlinearity). For every layer it records the mean and standard deviation of the activations and
-their histogram. The input goes through the notes' preprocessing first: raw features with
-arbitrary offsets and scales are zero-centred and scaled to unit variance, feature by feature.
+N(0, 0.01^2), N(0, 1), Xavier N(0, 1 / fan_in) or He N(0, 2 / fan_in) (scales from
+``jaxbn.init_std``, the same standard normals for every init), each with and without batch norm
+(``jaxbn.batch_norm`` in training mode between each affine and its nonlinearity). For every
+layer it records the mean and standard deviation of the activations and their histogram. The
+input goes through the notes' preprocessing first: raw features with arbitrary offsets and
+scales are zero-centred and scaled to unit variance, feature by feature.
 
 The notes report: with std 0.01 the activations collapse towards 0 layer by layer; with std 1 tanh
 saturates at -1 and +1; Xavier keeps a healthy spread for tanh but collapses for ReLU; He fixes
@@ -30,6 +31,7 @@ check).
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import sys
 import time
@@ -135,23 +137,30 @@ def make_input(n: int, d: int, seed: int) -> tuple[np.ndarray, dict]:
 # ---------------------------------------------------------------------------------------------
 
 
-def draw_matrix(init, key, d_in: int, d_out: int) -> jax.Array:
-    """One ``(d_in, d_out)`` matrix: zeros, all ``1 / d_in`` ("constant") or from ``jaxbn.init``."""
+def draw_matrix(init, rng: np.random.Generator, d_in: int, d_out: int) -> np.ndarray:
+    """One ``(d_in, d_out)`` float32 matrix: zeros, all ``1 / d_in`` ("constant") or ``std * z``.
+
+    ``std = jaxbn.init_std(init, d_in)``: the fixed std, Xavier's ``sqrt(1 / fan_in)`` or He's
+    ``sqrt(2 / fan_in)``, exactly as ``jaxbn.fixed_std_normal`` / ``xavier_normal`` /
+    ``he_normal`` scale their draws; the standard normals ``z`` come from NumPy on the host (a
+    ``jax.random`` draw costs a second of XLA compilation per shape on a CPU).
+    """
+    z = rng.standard_normal((d_in, d_out), dtype=np.float32)  # drawn for every init: same z
     if init == "zero":
-        return jnp.zeros((d_in, d_out), jnp.float32)
+        return np.zeros_like(z)
     if init == "constant":
-        return jnp.full((d_in, d_out), 1.0 / d_in, jnp.float32)
-    std = jaxbn.init_std(init, d_in)  # a fixed std; xavier: sqrt(1 / fan_in), he: sqrt(2 / fan_in)
-    return jaxbn.fixed_std_normal(key, (d_in, d_out), std=std)
+        return np.full_like(z, 1.0 / d_in)
+    return np.float32(jaxbn.init_std(init, d_in)) * z
 
 
-def draw_weights(init, dims, keys) -> tuple[jax.Array, jax.Array]:
+def draw_weights(init, dims, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The first ``(D_in, width)`` matrix and the others stacked ``(L - 1, width, width)``.
 
-    The same keys serve every init, so two random inits differ only by their scale.
+    The same seed serves every init, so two random inits differ only by their scale.
     """
-    out = [draw_matrix(init, k, a, b) for k, a, b in zip(keys, dims[:-1], dims[1:], strict=True)]
-    return out[0], jnp.stack(out[1:]) if len(out) > 1 else jnp.zeros((0, dims[1], dims[1]))
+    rng = np.random.default_rng(seed)
+    out = [draw_matrix(init, rng, a, b) for a, b in itertools.pairwise(dims)]
+    return out[0], np.stack(out[1:]) if len(out) > 1 else np.zeros((0, dims[1], dims[1]))
 
 
 def layer(h, w, *, activation: str, batchnorm: bool, eps: float):
@@ -181,39 +190,38 @@ def hidden_layers(weights, x, **kw):
     return jnp.concatenate([h[None], hs])
 
 
-@partial(jax.jit, static_argnames=("activation", "batchnorm", "eps"))
-def forward_stats(weights, x, *, activation: str, batchnorm: bool, eps: float):
-    """Per-layer activations ``(L, N, width)``, their means, stds and saturated/zero fractions."""
-    hs = hidden_layers(weights, x, activation=activation, batchnorm=batchnorm, eps=eps)
-    axes = (1, 2)
-    return {
-        "activations": hs,
-        "mean": jnp.mean(hs, axes),
-        "std": jnp.std(hs, axes),
-        "saturated": jnp.mean(jnp.abs(hs) > 0.99, axes),  # tanh: at +-1
-        "zero": jnp.mean(hs == 0, axes),  # ReLU: dead or negative input
-    }
+@partial(jax.jit, static_argnames=("activation", "eps"))
+def forward_stats(weights, x, *, activation: str, eps: float):
+    """The net without and with batch norm (one program: half the compilation of two).
+
+    Returns ``{False: stats, True: stats}`` keyed by ``batchnorm``: per-layer activations
+    ``(L, N, width)``, their means, stds, and the fractions saturated (``|h| > 0.99``) and zero.
+    """
+    out = {}
+    for batchnorm in (False, True):
+        hs = hidden_layers(weights, x, activation=activation, batchnorm=batchnorm, eps=eps)
+        axes = (1, 2)
+        out[batchnorm] = {
+            "activations": hs,
+            "mean": jnp.mean(hs, axes),
+            "std": jnp.std(hs, axes),
+            "saturated": jnp.mean(jnp.abs(hs) > 0.99, axes),  # tanh: at +-1
+            "zero": jnp.mean(hs == 0, axes),  # ReLU: dead or negative input
+        }
+    return out
 
 
-@partial(jax.jit, static_argnames=("activation", "batchnorm", "eps"))
-def symmetry_step(weights, x, labels, lr, *, activation, batchnorm, eps):
+@partial(jax.jit, static_argnames=("activation", "eps"))
+def symmetry_step(weights, x, labels, lr, *, activation, eps):
     """One full-batch SGD step on softmax cross-entropy; and how far apart the units of a layer are.
 
-    ``weights``: a list of ``(D_in, D_out)`` matrices, the last one the output layer (unrolled:
+    ``weights``: ``{batchnorm: [W_1, ..., W_head]}`` for the net without (False) and with (True)
+    batch norm, each a list of ``(D_in, D_out)`` matrices, the last the output layer (unrolled:
     differentiating a scan over layers costs twice the compilation). Returns the updated weights
-    and ``[activation spread, gradient spread, max |h|, max |dW|]`` over the hidden layers, where
-    a spread is the largest ``|a[:, j] - a[:, 0]|`` over units ``j`` (the columns of the
-    activations ``h`` and of the weight gradients ``dW``). Batch norm here has gamma 1, beta 0.
+    and, per net, ``[activation spread, gradient spread, max |h|, max |dW|]`` over the hidden
+    layers, where a spread is the largest ``|a[:, j] - a[:, 0]|`` over units ``j`` (the columns
+    of the activations ``h`` and of the weight gradients ``dW``). Batch norm has gamma 1, beta 0.
     """
-
-    def loss_fn(weights):
-        hs, h = [], x
-        for w in weights[:-1]:
-            h = layer(h, w, activation=activation, batchnorm=batchnorm, eps=eps)
-            hs.append(h)
-        return jaxbn.softmax_cross_entropy(h @ weights[-1], labels), hs
-
-    (_, hs), grads = jax.value_and_grad(loss_fn, has_aux=True)(weights)
 
     def spread(a):  # (rows, units): max over units j of |a[:, j] - a[:, 0]|
         return jnp.max(jnp.abs(a - a[:, :1]))
@@ -221,31 +229,46 @@ def symmetry_step(weights, x, labels, lr, *, activation, batchnorm, eps):
     def largest(values):
         return jnp.max(jnp.stack(values))
 
-    stats = jnp.stack(
-        [
-            largest([spread(h) for h in hs]),
-            largest([spread(g) for g in grads[:-1]]),
-            largest([jnp.max(jnp.abs(h)) for h in hs]),
-            largest([jnp.max(jnp.abs(g)) for g in grads[:-1]]),
-        ]
-    )
-    return [w - lr * g for w, g in zip(weights, grads, strict=True)], stats
+    new, stats = {}, {}
+    for batchnorm, ws in weights.items():
+
+        def loss_fn(ws, batchnorm=batchnorm):
+            hs, h = [], x
+            for w in ws[:-1]:
+                h = layer(h, w, activation=activation, batchnorm=batchnorm, eps=eps)
+                hs.append(h)
+            return jaxbn.softmax_cross_entropy(h @ ws[-1], labels), hs
+
+        (_, hs), grads = jax.value_and_grad(loss_fn, has_aux=True)(ws)
+        stats[batchnorm] = jnp.stack(
+            [
+                largest([spread(h) for h in hs]),
+                largest([spread(g) for g in grads[:-1]]),
+                largest([jnp.max(jnp.abs(h)) for h in hs]),
+                largest([jnp.max(jnp.abs(g)) for g in grads[:-1]]),
+            ]
+        )
+        new[batchnorm] = [w - lr * g for w, g in zip(ws, grads, strict=True)]
+    return new, stats
 
 
-def symmetry_check(init, x, labels, *, depth, width, steps, lr, key, **kw) -> np.ndarray:
+def symmetry_check(init, x, labels, *, depth, width, steps, lr, seed, **kw) -> dict:
     """``steps`` SGD steps of a ``depth``-layer net (plus a 10-way head) from ``init``.
 
-    Returns a ``(steps + 1, 4)`` array of ``symmetry_step``'s statistics: before each step and
-    after the last.
+    Returns ``{batchnorm: (steps + 1, 4) array}`` of ``symmetry_step``'s statistics, before each
+    step and after the last, for the net without (False) and with (True) batch norm; both start
+    from the same weights.
     """
     dims = [x.shape[1]] + [width] * depth + [10]
-    keys = jax.random.split(key, depth + 1)
-    weights = [draw_matrix(init, k, a, b) for k, a, b in zip(keys, dims, dims[1:], strict=False)]
+    rng = np.random.default_rng(seed)
+    ws = [draw_matrix(init, rng, a, b) for a, b in itertools.pairwise(dims)]
+    weights = {False: ws, True: ws}
     rows = []
     for _ in range(steps + 1):
         weights, stats = symmetry_step(weights, x, labels, lr, **kw)
         rows.append(stats)
-    return np.asarray(jax.device_get(rows))
+    rows = jax.device_get(rows)
+    return {bn: np.stack([r[bn] for r in rows]) for bn in (False, True)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -386,8 +409,8 @@ def render(results, prep, symmetry, args, timing) -> str:
                 "BN",
                 "activation spread",
                 "gradient spread",
-                "max |activation|",
-                "max |gradient|",
+                "max abs activation",
+                "max abs gradient",
             ],
             sym_rows,
         )
@@ -410,8 +433,7 @@ def main(argv=None):
         flush=True,
     )
     dims = [args.input_dim] + [args.width] * args.depth
-    keys = jax.random.split(jax.random.key(args.seed), args.depth)
-    weights = {init: draw_weights(init, dims, keys) for init in args.inits}
+    weights = {init: draw_weights(init, dims, args.seed) for init in args.inits}
 
     phases = {"forward": 0.0, "figures": 0.0, "symmetry": 0.0}
     results, figures = [], []
@@ -420,16 +442,11 @@ def main(argv=None):
             rows = []
             t0 = time.perf_counter()
             for init in args.inits:
+                both = jax.device_get(
+                    forward_stats(weights[init], x, activation=activation, eps=args.bn_eps)
+                )
                 for batchnorm in (False, True):
-                    s = jax.device_get(
-                        forward_stats(
-                            weights[init],
-                            x,
-                            activation=activation,
-                            batchnorm=batchnorm,
-                            eps=args.bn_eps,
-                        )
-                    )
+                    s = both[batchnorm]
                     row = {
                         "activation": activation,
                         "init": str(init),
@@ -487,20 +504,19 @@ def main(argv=None):
         symmetry = []
         for activation in args.activations:
             for init in ("zero", "constant", "xavier" if activation == "tanh" else "he"):
-                for batchnorm in (False, True):
-                    stats = symmetry_check(
-                        init,
-                        xs,
-                        labels,
-                        depth=args.symmetry_depth,
-                        width=args.width,
-                        steps=args.symmetry_steps,
-                        lr=args.symmetry_lr,
-                        key=jax.random.key(args.seed + 1),
-                        activation=activation,
-                        batchnorm=batchnorm,
-                        eps=args.bn_eps,
-                    )
+                both = symmetry_check(
+                    init,
+                    xs,
+                    labels,
+                    depth=args.symmetry_depth,
+                    width=args.width,
+                    steps=args.symmetry_steps,
+                    lr=args.symmetry_lr,
+                    seed=args.seed + 1,
+                    activation=activation,
+                    eps=args.bn_eps,
+                )
+                for batchnorm, stats in both.items():
                     rec = {
                         "activation": activation,
                         "init": init if init != "constant" else "constant 1/fan_in",

@@ -94,6 +94,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--bn-eps", type=float, default=1e-5, help="batch norm eps (the textbook: 1e-6)")
     p.add_argument("--bn-momentum", type=float, default=0.9, help="weight of the OLD running stat")
     p.add_argument(
+        "--bn-running-var-init",
+        type=float,
+        default=1.0,
+        help="initial running variance (jaxbn and the frameworks: 1; the textbook: 0)",
+    )
+    p.add_argument(
         "--bn-accuracy",
         default="running",
         choices=("running", "batch"),
@@ -110,8 +116,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def load_data(args) -> tuple[np.ndarray, np.ndarray, str]:
-    """The training images as float32 (N, D) in [0, 1], int32 labels and a line saying what."""
+def load_data(args) -> tuple[np.ndarray, np.ndarray, str, str]:
+    """The training images as float32 (N, D) in [0, 1], int32 labels, a line saying what and a
+    shorter one for the figure."""
     name = args.dataset
     if name == "auto":
         name = "mnist" if args.data_dir is not None else "mnist_embedded"
@@ -128,14 +135,16 @@ def load_data(args) -> tuple[np.ndarray, np.ndarray, str]:
     )
     if embedded:
         what = f"{args.n_train:,} images drawn at random (seed {args.seed}) from the {ds.source}"
+        short = what
         if args.dataset == "auto":
             what += (
                 ", the offline default; pass --data-dir DIR to use the first 1,000 training "
                 "images of full MNIST instead"
             )
     else:
-        what = f"the first {args.n_train:,} training images of {name} from {ds.source}"
-    return ds.x_train, ds.y_train, what
+        what = f"the first {args.n_train:,} training images of {name} ({ds.source})"
+        short = f"the first {args.n_train:,} training images of {name}"
+    return ds.x_train, ds.y_train, what, short
 
 
 def make_net(args, normalization: str) -> jaxbn.FullyConnectedNet:
@@ -150,12 +159,15 @@ def make_net(args, normalization: str) -> jaxbn.FullyConnectedNet:
     )
 
 
-def init_params(net, stds: np.ndarray, weights: list[np.ndarray], input_dim: int):
+def init_params(
+    net, stds: np.ndarray, weights: list[np.ndarray], input_dim: int, *, running_var: float = 1.0
+):
     """Stacked ``(params, state)`` for ``len(stds)`` nets, laid out as ``net.init`` lays them out.
 
     ``net.init`` with ``weight_init=std`` draws ``W = std * N(0, 1)``, zero biases and beta, unit
     gamma, running mean 0 and var 1; this does the same with the standard normals ``weights``
-    (one ``(D_in, D_out)`` array per layer, drawn on the host) for every std at once.
+    (one ``(D_in, D_out)`` array per layer, drawn on the host) for every std at once, and starts
+    the running variance at ``running_var``.
     """
     params_t, state_t = jax.eval_shape(lambda k: net.init(k, input_dim), jax.random.key(0))
     n = len(stds)
@@ -175,7 +187,7 @@ def init_params(net, stds: np.ndarray, weights: list[np.ndarray], input_dim: int
         if st is None
         else jaxbn.BatchNormState(
             mean=np.zeros((n, *st.mean.shape), st.mean.dtype),
-            var=np.ones((n, *st.var.shape), st.var.dtype),
+            var=np.full((n, *st.var.shape), running_var, st.var.dtype),
             count=np.zeros((n,), st.count.dtype),
         )
         for st in state_t
@@ -325,7 +337,7 @@ def main(argv=None):
     out, _ = common.start_run(args, stds=stds.tolist())
 
     t0 = time.perf_counter()
-    x, y, data_line = load_data(args)
+    x, y, data_line, data_short = load_data(args)
     print(f"data: {data_line}", flush=True)
     input_dim = x.shape[1]
     dims = [input_dim, *args.hidden_dims, 10]
@@ -349,7 +361,12 @@ def main(argv=None):
             idx = rng.integers(
                 0, len(x), (args.epochs, args.steps_per_epoch, args.batch_size), dtype=np.int32
             )
-            inits = {name: init_params(net, stds, weights, input_dim) for name, net in nets.items()}
+            inits = {
+                name: init_params(
+                    net, stds, weights, input_dim, running_var=args.bn_running_var_init
+                )
+                for name, net in nets.items()
+            }
             if compiled is None:
                 t0, c0 = time.perf_counter(), time.process_time()
                 compiled = program.lower(inits, x_dev, y_dev, idx).compile()
@@ -389,7 +406,14 @@ def main(argv=None):
     title = (
         f"Weight std sweep: {'-'.join(map(str, dims))} {args.activation}, SGD lr {args.lr}, "
         f"batch {args.batch_size}, {args.epochs} epochs of {args.steps_per_epoch} steps{band}\n"
-        f"{data_line}"
+        f"{data_short}"
+        + ("" if args.bn_accuracy == "running" else "; BN accuracy with batch statistics")
+        + ("" if args.bn_eps == 1e-5 else f"; BN eps {args.bn_eps:g}")
+        + (
+            ""
+            if args.bn_running_var_init == 1
+            else f"; running var starts at {args.bn_running_var_init:g}"
+        )
     )
     fig = draw_figure(stds, acc, title)
     figure = common.save_figure(fig, out / "weight_init_sweep.png")
