@@ -39,6 +39,13 @@ def parse_args(argv):
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument(
+        "--acc-tol",
+        type=float,
+        default=0.005,
+        help="largest |test accuracy - first run's| that counts as a match (float32 round-off, "
+        "1e-7 per step, compounds over thousands of SGD steps)",
+    )
     return p.parse_args(argv)
 
 
@@ -127,6 +134,9 @@ def main(argv=None):
     )  # fmt: skip
     write_table(out / "results.md", f"# Data-parallel training ({jax.devices()[0].platform})\n\n"
                 + table)  # fmt: skip
+    worst = max(abs(r["test_accuracy_diff_vs_first"]) for r in rows)
+    verdict = "MATCH" if worst <= args.acc_tol else "MISMATCH"
+    print(f"{verdict}: largest test-accuracy difference {worst:.4f} (tolerance {args.acc_tol})")
     print(f"wrote {out / 'results.md'}")
     return rows
 
