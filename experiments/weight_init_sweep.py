@@ -1,12 +1,13 @@
 """E1: the weight-scale sweep, with and without batch norm ("Deep Learning from Scratch", ch. 6).
 
-    python experiments/weight_init_sweep.py                  # offline; ~15 s compile + run *
+    python experiments/weight_init_sweep.py                  # offline, 25-35 s on 2 cores *
     python experiments/weight_init_sweep.py --data-dir /path/to/mnist   # first 1,000 of full MNIST
     python experiments/weight_init_sweep.py --seeds 3        # mean and min-max band over 3 seeds
     python experiments/weight_init_sweep.py --bn-eps 1e-6 --bn-running-var-init 0  # textbook BN
 
-    * about 24 CPU-seconds on a 2-core x86 VM: 5.5 s compiling, 18 s running (on both cores);
-      35-60 s of wall time there while three other jobs shared the two cores.
+    * measured on a 2-core x86 VM shared with other jobs: compile 3.8 s + run 15.5 s (25 s in
+      all, imports and figure included) with one other job running, 26 s + 35 s in all with
+      three; the work is about 25 CPU-seconds (5.6 compiling, 19 running, on both cores).
 
 A 784-100-100-100-100-100-10 ReLU net is trained with plain SGD (lr 0.01) on 1,000 MNIST training
 images (pixels in [0, 1]), in batches of 100 drawn at random with replacement, for 20 epochs of 10
