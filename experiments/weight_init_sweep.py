@@ -6,8 +6,9 @@
     python experiments/weight_init_sweep.py --bn-eps 1e-6 --bn-running-var-init 0  # textbook BN
 
     * measured on a 2-core x86 VM shared with other jobs: compile 3.8 s + run 15.5 s (25 s in
-      all, imports and figure included) with one other job running, 26 s + 35 s in all with
-      three; the work is about 25 CPU-seconds (5.6 compiling, 19 running, on both cores).
+      all, imports and figure included) with one other job running; compile + run 26 s (35 s
+      in all) with three. The work is about 25 CPU-seconds: 5.6 compiling, 19 running (on both
+      cores), so about 13 s of compile + run on 2 idle cores (not measured: none was idle).
 
 A 784-100-100-100-100-100-10 ReLU net is trained with plain SGD (lr 0.01) on 1,000 MNIST training
 images (pixels in [0, 1]), in batches of 100 drawn at random with replacement, for 20 epochs of 10
