@@ -1,6 +1,6 @@
 """E5: how the weight initialization shapes the activations of a deep net, with and without BN.
 
-    python experiments/activation_stats.py                   # ~30 s on 2 CPU cores, offline
+    python experiments/activation_stats.py      # offline; 35-40 s on 2 shared CPU cores
 
 The set-up of the CS231n lecture notes: 1,000 Gaussian examples of 500 features go through 10
 fully connected layers of 500 units (no biases), tanh or ReLU, with weights drawn as all zeros,
