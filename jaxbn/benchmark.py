@@ -7,6 +7,7 @@ round by round (each round runs every competitor once, in a rotating order), aft
 
 from __future__ import annotations
 
+import re
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -15,7 +16,13 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-__all__ = ["Timing", "compiled_memory", "residual_bytes", "time_interleaved"]
+__all__ = [
+    "Timing",
+    "compiled_kernels",
+    "compiled_memory",
+    "residual_bytes",
+    "time_interleaved",
+]
 
 
 class Timing(NamedTuple):
@@ -40,6 +47,7 @@ def time_interleaved(
     min_runs: int = 10,
     max_runs: int = 1000,
     budget_s: float = 2.0,
+    settle_s: float = 0.0,
 ) -> dict[str, Timing]:
     """Time zero-argument callables side by side; each result is waited for with block_until_ready.
 
@@ -48,6 +56,10 @@ def time_interleaved(
       warmup: untimed calls of each before timing (compilation happens here).
       min_runs, max_runs: bounds on the number of timed rounds.
       budget_s: stop adding rounds once this much wall time has been spent timing (after min_runs).
+      settle_s: if > 0, before each timed call sleep this long and then make one untimed call of
+        the same callable. Use it when the competitors run on different thread pools (XLA,
+        PyTorch's OpenMP, BLAS): a pool's workers spin for a while after their work ends, and
+        without the pause they steal the cores from whoever runs next.
 
     Returns:
       name -> Timing.
@@ -64,6 +76,9 @@ def time_interleaved(
     while rounds < max_runs and (rounds < min_runs or time.perf_counter() - start < budget_s):
         order = names[rounds % len(names) :] + names[: rounds % len(names)]
         for name in order:
+            if settle_s > 0:
+                time.sleep(settle_s)
+                jax.block_until_ready(fns[name]())
             t0 = time.perf_counter()
             jax.block_until_ready(fns[name]())
             samples[name].append(time.perf_counter() - t0)
@@ -78,11 +93,14 @@ def time_interleaved(
 def compiled_memory(fn: Callable, *args, **kwargs) -> dict[str, int]:
     """Byte sizes XLA reports for ``jax.jit(fn)`` compiled on these arguments.
 
+    ``fn`` may already be jitted: its cached compilation is then reused.
+
     Returns:
       ``{"temp": ..., "output": ..., "argument": ...}`` (temp is the scratch memory the compiled
       program allocates beyond its arguments and outputs); empty if the backend does not say.
     """
-    compiled = jax.jit(fn).lower(*args, **kwargs).compile()
+    jitted = fn if hasattr(fn, "lower") else jax.jit(fn)
+    compiled = jitted.lower(*args, **kwargs).compile()
     analysis = compiled.memory_analysis()
     if analysis is None:
         return {}
@@ -93,20 +111,40 @@ def compiled_memory(fn: Callable, *args, **kwargs) -> dict[str, int]:
     }
 
 
+_NOT_KERNELS = frozenset({"parameter", "constant", "tuple", "get-tuple-element", "bitcast"})
+
+
+def compiled_kernels(fn: Callable, *args, **kwargs) -> int:
+    """Number of kernels (fusions, library calls, copies...) one call of ``jax.jit(fn)`` launches.
+
+    Counted in the entry computation of the optimized HLO. On CPU each launch costs a roughly
+    fixed overhead, which dominates the run time of small shapes. ``fn`` may already be jitted.
+    """
+    jitted = fn if hasattr(fn, "lower") else jax.jit(fn)
+    text = jitted.lower(*args, **kwargs).compile().as_text()
+    entry = text[text.index("\nENTRY") :].split("\n}", 1)[0]
+    ops = re.findall(r"^\s+(?:ROOT )?%\S+ = \S+ ([\w-]+)\(", entry, flags=re.MULTILINE)
+    return sum(op not in _NOT_KERNELS for op in ops)
+
+
 def residual_bytes(fn: Callable, *args: jax.Array) -> dict[str, int]:
     """Bytes a reverse-mode pass keeps between the forward and the backward of ``fn(*args)``.
 
-    Residuals that are the inputs themselves cost no new memory and are counted apart.
+    Residuals that are the inputs themselves cost no new memory and are counted apart. The count
+    comes from tracing ``jax.vjp`` (nothing is computed or compiled): the residuals are the
+    outputs of the traced forward that the backward closes over.
 
     Returns:
       ``{"new": bytes of residuals that are not inputs, "aliased_inputs": bytes of residuals that
       are the inputs, "largest_new": bytes of the largest new residual}``.
     """
-    _, vjp_fn = jax.vjp(fn, *args)
+    closed = jax.make_jaxpr(lambda *a: jax.vjp(fn, *a)[1])(*args)
+    inputs = {id(v) for v in closed.jaxpr.invars}
     new, aliased, largest = 0, 0, 0
-    for leaf in jax.tree.leaves(vjp_fn):
-        nbytes = int(getattr(leaf, "nbytes", 0))
-        if any(leaf is a for a in args):
+    for var in closed.jaxpr.outvars:
+        aval = var.aval
+        nbytes = int(np.prod(aval.shape)) * aval.dtype.itemsize if hasattr(aval, "shape") else 0
+        if id(var) in inputs:
             aliased += nbytes
         else:
             new += nbytes

@@ -114,14 +114,21 @@ def _count(x_shape, mask_b, lay: _Layout):
     return _psum(n, lay.axis_name)
 
 
-def _moments(xf, mask_b, lay: _Layout):
-    """Two-pass mean and biased variance (never E[x^2] - E[x]^2), keepdims, plus the count m."""
-    m = _count(xf.shape, mask_b, lay)
+def _moments(x, mask_b, lay: _Layout, *, private: bool = False):
+    """Two-pass mean and biased variance (never E[x^2] - E[x]^2), keepdims, plus the count m.
+
+    Computed in float32 or wider. ``private=True`` gives the variance pass its own ``x`` and
+    ``mean`` (see ``_private``), as the custom backwards' forward does.
+    """
+    ct = _compute_dtype(x.dtype)
+    m = _count(x.shape, mask_b, lay)
     if mask_b is not None:
-        m = m.astype(xf.dtype)
+        m = m.astype(ct)
+    xf = x.astype(ct)
     live = xf if mask_b is None else jnp.where(mask_b, xf, 0)
     mean = _psum(jnp.sum(live, lay.stat_axes, keepdims=True), lay.axis_name) / m
-    d = xf - mean
+    x_v, mean_v = _private(x, mean) if private else (x, mean)
+    d = x_v.astype(ct) - mean_v
     d2 = d * d if mask_b is None else jnp.where(mask_b, d * d, 0)
     var = _psum(jnp.sum(d2, lay.stat_axes, keepdims=True), lay.axis_name) / m
     return mean, var, m
@@ -156,14 +163,34 @@ def _primal_values(x, gamma, beta, mask):
 def _forward(x, gamma, beta, mask_b, lay: _Layout):
     """Shared forward of the custom variants: y, mean, var, inv_std, m and the compute pieces."""
     ct = _compute_dtype(x.dtype)
-    xf = x.astype(ct)
-    mean, var, m = _moments(xf, mask_b, lay)
+    mean, var, m = _moments(x, mask_b, lay, private=True)
     inv = lax.rsqrt(var + lay.eps)
     g = jnp.reshape(gamma, lay.param_bshape).astype(ct)
     b = jnp.reshape(beta, lay.param_bshape).astype(ct)
+    # Give the y pass its own x - mean (see _private): shared with the variance's, it is written
+    # out as a full-size temporary and read back instead of being fused into both passes.
+    x, mean_y, inv_y, g, b = _private(x, mean, inv, g, b)
     # (x - mean) * (gamma * inv_std) + beta: one fused pass, and no cancellation when |mean| >> std.
-    y = (xf - mean) * (g * inv) + b
+    y = (x.astype(ct) - mean_y) * (g * inv_y) + b
     return y.astype(x.dtype), mean, var, inv, m
+
+
+def _private(*arrays):
+    """The arrays unchanged, but opaque to XLA's common-subexpression elimination.
+
+    XLA's CPU backend merges identical expressions such as ``x - mean`` computed in two passes
+    over x, and then materializes the merged array (a full-size write and re-read, plus a fresh
+    buffer whose first touch page-faults) rather than recomputing it in each pass; it may also
+    materialize a broadcast ``mean`` at full size. Passing a pass's inputs through an
+    optimization barrier makes them distinct values, so each pass recomputes its elementwise
+    prologue inside its own fused loop from the small ``mean`` vector.
+
+    Each pass must route a different set of values, all of which it uses: XLA drops unused
+    barrier operands, then merges barriers with the same operands. Under ``shard_map`` a
+    barrier's outputs vary across devices if any input does: route only values that feed
+    per-device work through it, never the returned statistics.
+    """
+    return lax.optimization_barrier(arrays)
 
 
 def _is_zero(ct) -> bool:
@@ -209,23 +236,51 @@ def _normalize_closed_bwd(lay: _Layout, res, cts):
     d_y, d_mean, d_var = cts
     ct = mean.dtype
     mask_b = _mask(mask, lay)
-    xc = x.astype(ct) - mean
-    x_hat = xc * inv
-    if _is_zero(d_y):
-        dx = jnp.zeros_like(xc)
-        dgamma = dbeta = None
-    else:
+    g = jnp.reshape(gamma, lay.param_bshape).astype(ct)
+
+    def upstream(d_y):  # gy in the compute dtype, zero where masked out
         gy = d_y.astype(ct)
-        if mask_b is not None:
-            gy = jnp.where(mask_b, gy, 0)
-        d_xhat = gy * jnp.reshape(gamma, lay.param_bshape).astype(ct)
-        # dx = inv_std / m * (m * d_xhat - sum(d_xhat) - x_hat * sum(d_xhat * x_hat))
-        s1 = _psum(jnp.sum(d_xhat, lay.stat_axes, keepdims=True), lay.axis_name)
-        s2 = _psum(jnp.sum(d_xhat * x_hat, lay.stat_axes, keepdims=True), lay.axis_name)
-        dx = (inv / m) * (m * d_xhat - s1 - x_hat * s2)
-        if mask_b is not None:
-            dx = jnp.where(mask_b, dx, 0)
-        dgamma, dbeta = _param_grads(gy, x_hat, gamma, beta, lay)
+        return gy if mask_b is None else jnp.where(mask_b, gy, 0)
+
+    if _is_zero(d_y):
+        dgamma = dbeta = None
+        s1 = s2 = jnp.zeros_like(mean)
+    else:
+        # Pass 1, the reductions, each with its own x - mean and gy (see _private).
+        d_y_b, g_b = _private(d_y, g)
+        dbeta = jnp.sum(upstream(d_y_b), lay.param_axes, keepdims=True)
+        x_r, mean_r, inv_r, d_y_r = _private(x, mean, inv, d_y)
+        gy, xc = upstream(d_y_r), x_r.astype(ct) - mean_r
+        if lay.stat_axes == lay.param_axes:
+            # Batch norm: inv_std is constant over the summed axes, so it scales the sum once per
+            # feature instead of every element. And sum(d_xhat) = gamma * dbeta, sum(d_xhat *
+            # x_hat) = gamma * dgamma: the parameter gradients' two sums serve dx too.
+            dgamma = inv_r * jnp.sum(gy * xc, lay.param_axes, keepdims=True)
+            s1 = _psum(g_b * dbeta, lay.axis_name)
+            s2 = _psum(g * dgamma, lay.axis_name)
+        else:
+            # Layer norm: per-example statistics, per-feature parameters, so the sums for dx run
+            # over other axes than dgamma and dbeta; each gets its own pass.
+            dgamma = jnp.sum(gy * (xc * inv_r), lay.param_axes, keepdims=True)
+            s1 = jnp.sum(upstream(d_y_b) * g_b, lay.stat_axes, keepdims=True)
+            x_s, mean_s, inv_s, d_y_s, g_s = _private(x, mean, inv, d_y, g)
+            xc_s = x_s.astype(ct) - mean_s
+            s2 = inv_s * jnp.sum(upstream(d_y_s) * g_s * xc_s, lay.stat_axes, keepdims=True)
+        dgamma = dgamma.reshape(gamma.shape).astype(gamma.dtype)
+        dbeta = dbeta.reshape(beta.shape).astype(beta.dtype)
+    # Pass 2, dx, once the sums are known. The closed form
+    #   dx = inv_std / m * (m * d_xhat - sum(d_xhat) - x_hat * sum(d_xhat * x_hat))
+    # regrouped so that each element costs a multiply-add on gy and one on x - mean, with the
+    # per-feature (or per-example) coefficients computed once:
+    #   dx = (gamma * inv_std) * gy - inv_std * s1 / m - (x - mean) * (inv_std^2 * s2 / m)
+    x_d, mean_d, inv_d, s1, s2 = _private(x, mean, inv, s1, s2)
+    xc = x_d.astype(ct) - mean_d
+    dx = -(inv_d * s1 / m) - xc * (inv_d * inv_d * s2 / m)
+    if not _is_zero(d_y):
+        (d_y_d,) = _private(d_y)
+        dx = (g * inv_d) * upstream(d_y_d) + dx
+    if mask_b is not None:
+        dx = jnp.where(mask_b, dx, 0)
     dx = _stat_cotangents(dx, d_mean, d_var, xc, m, mask_b)
     return dx.astype(x.dtype), dgamma, dbeta, None
 
