@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import platform
 import sys
 import time
@@ -53,6 +54,16 @@ def start_run(args: argparse.Namespace, **extra) -> tuple[Path, dict]:
     return out, config
 
 
+def _finite_or_null(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    return value
+
+
 class MetricsLog:
     """Append-only JSON-lines log; each record is flushed to disk when written."""
 
@@ -62,7 +73,9 @@ class MetricsLog:
         self._file = open(self.path, "w", encoding="utf-8")
 
     def write(self, **record) -> None:
-        self._file.write(json.dumps(record, sort_keys=True) + "\n")
+        """Append one record; NaN and infinities become null, so every line is strict JSON."""
+        self._file.write(json.dumps(_finite_or_null(record), sort_keys=True, allow_nan=False))
+        self._file.write("\n")
         self._file.flush()
 
     def close(self) -> None:

@@ -1,0 +1,89 @@
+"""Smoke test of experiments/convergence.py (E2) on tiny generated MNIST files, offline."""
+
+import gzip
+import importlib.util
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPT = Path(__file__).parents[1] / "experiments" / "convergence.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("convergence", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    magic = 0x0800 | array.ndim  # unsigned bytes, ndim dimensions
+    header = struct.pack(f">I{array.ndim}I", magic, *array.shape)
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes(), mtime=0))
+
+
+def write_striped_mnist(directory: Path, n_train: int, n_test: int, seed: int = 0) -> None:
+    """MNIST-shaped IDX files a small net can learn: label k lights rows 2k and 2k + 1."""
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 10, n)
+        images = rng.integers(0, 60, (n, 28, 28))
+        for i, k in enumerate(labels):
+            images[i, 2 * k : 2 * k + 2] = 255
+        write_idx(directory / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(directory / f"{prefix}-labels-idx1-ubyte.gz", labels)
+
+
+def strict_json(text):
+    def reject(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    return json.loads(text, parse_constant=reject)
+
+
+def test_convergence_reaches_the_target_and_writes_results(tmp_path):
+    write_striped_mnist(tmp_path / "data" / "mnist", n_train=400, n_test=200)
+    out = tmp_path / "out"
+    result = load_script().main(
+        [
+            *("--data-dir", str(tmp_path / "data"), "--out-dir", str(out)),
+            *("--hidden", "8", "--batch-size", "38", "--max-epochs", "8"),
+            *("--target-loss", "0.3", "--checks-per-epoch", "5", "--repeats", "1"),
+            *("--timing-budget", "0.05", "--no-download", "--no-progress"),
+        ]
+    )
+    # 380 training images (1/20 held out), batch 38: 10 steps per epoch, a check every 2 steps.
+    assert result["steps_per_epoch"] == 10
+    config = strict_json((out / "config.json").read_text())
+    assert config["eval_every"] == 2 and config["data"]["n_val"] == 20
+    for run in result["runs"]:
+        assert run["reached"], run["variant"]
+        # It stops at a check, before the epoch limit, and the checked loss is under the target.
+        assert run["steps"] % 2 == 0 and run["steps"] < 8 * 10
+        assert run["checks"][-1] == (run["steps"], pytest.approx(run["final_val_loss"]))
+        assert run["final_val_loss"] <= 0.3
+        assert run["test_accuracy"] > 0.8  # chance: 0.1
+    records = [strict_json(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    events = {r["event"] for r in records}
+    assert events == {"check", "epoch", "run", "summary"}
+    check_steps = [r["step"] for r in records if r["event"] == "check" and r["variant"] == "BN"]
+    assert check_steps == sorted(set(check_steps))  # one record per check, in order
+    summary = result["summary"]
+    assert set(summary) == {"no BN", "BN"} and all(s["ms_per_step"] > 0 for s in summary.values())
+    md = (out / "results.md").read_text()
+    assert "| **jaxbn, BN** |" in md and "| source, no BN | 7 (reported 6, 0-based) |" in md
+    assert (out / "convergence.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_convergence_without_mnist_names_the_offline_alternative(tmp_path):
+    with pytest.raises(SystemExit) as info:
+        load_script().main(
+            ["--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "out"), "--no-download"]
+        )
+    message = str(info.value)
+    assert "MNIST files missing" in message and "--dataset mnist_embedded" in message
+    assert not (tmp_path / "out").exists()  # nothing written before the data is found

