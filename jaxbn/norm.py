@@ -189,6 +189,12 @@ def _private(*arrays):
     barrier operands, then merges barriers with the same operands. Under ``shard_map`` a
     barrier's outputs vary across devices if any input does: route only values that feed
     per-device work through it, never the returned statistics.
+
+    What it bought (jaxlib 0.10.2 CPU, 2 cores; jitted forward + backward with the running
+    statistics, A/B in one process against the code without the barriers): full-size reads and
+    writes 10 + 4 -> 8 + 2, compiled temporaries 1 -> 0 input-sized arrays (16 MiB -> 0.01 MiB
+    at (4096, 1024)); 1.4x (256, 1024), 1.7x (4096, 1024) and 1.8x (NHWC 64x56x56x64) faster
+    with page faults taken out, 2.5x, 2.6x and 2.0x with glibc's default malloc.
     """
     return lax.optimization_barrier(arrays)
 
@@ -253,8 +259,9 @@ def _normalize_closed_bwd(lay: _Layout, res, cts):
         gy, xc = upstream(d_y_r), x_r.astype(ct) - mean_r
         if lay.stat_axes == lay.param_axes:
             # Batch norm: inv_std is constant over the summed axes, so it scales the sum once per
-            # feature instead of every element. And sum(d_xhat) = gamma * dbeta, sum(d_xhat *
-            # x_hat) = gamma * dgamma: the parameter gradients' two sums serve dx too.
+            # feature instead of every element (-12% on that pass at (4096, 1024)). And
+            # sum(d_xhat) = gamma * dbeta, sum(d_xhat * x_hat) = gamma * dgamma: the parameter
+            # gradients' two sums serve dx too (2 reductions over the batch instead of 4).
             dgamma = inv_r * jnp.sum(gy * xc, lay.param_axes, keepdims=True)
             s1 = _psum(g_b * dbeta, lay.axis_name)
             s2 = _psum(g * dgamma, lay.axis_name)
@@ -268,10 +275,10 @@ def _normalize_closed_bwd(lay: _Layout, res, cts):
             s2 = inv_s * jnp.sum(upstream(d_y_s) * g_s * xc_s, lay.stat_axes, keepdims=True)
         dgamma = dgamma.reshape(gamma.shape).astype(gamma.dtype)
         dbeta = dbeta.reshape(beta.shape).astype(beta.dtype)
-    # Pass 2, dx, once the sums are known. The closed form
+    # Pass 2, dx, once the sums are known (a pass of its own: every element needs all of them).
+    # The closed form
     #   dx = inv_std / m * (m * d_xhat - sum(d_xhat) - x_hat * sum(d_xhat * x_hat))
-    # regrouped so that each element costs a multiply-add on gy and one on x - mean, with the
-    # per-feature (or per-example) coefficients computed once:
+    # regrouped around per-feature (or per-example) coefficients, without x_hat:
     #   dx = (gamma * inv_std) * gy - inv_std * s1 / m - (x - mean) * (inv_std^2 * s2 / m)
     x_d, mean_d, inv_d, s1, s2 = _private(x, mean, inv, s1, s2)
     xc = x_d.astype(ct) - mean_d
