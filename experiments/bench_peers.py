@@ -95,10 +95,15 @@ def keep_freed_pages() -> str:
     if not sys.platform.startswith("linux"):
         return "--keep-pages: only on Linux (glibc); ignored"
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
-    m_trim_threshold, m_mmap_max = -1, -4  # from <malloc.h>
-    if libc.mallopt(m_mmap_max, 0) != 1 or libc.mallopt(m_trim_threshold, 2**30) != 1:
+    m_trim_threshold, m_mmap_max, m_arena_max = -1, -4, -8  # from <malloc.h>
+    # One arena: XLA allocates from its worker threads, whose arenas shrink on their own.
+    settings = ((m_mmap_max, 0), (m_trim_threshold, 2**30), (m_arena_max, 1))
+    if any(libc.mallopt(option, value) != 1 for option, value in settings):
         return "--keep-pages: mallopt failed (not glibc?); ignored"
-    return "--keep-pages: glibc malloc keeps freed pages, so no call pays first-touch page faults"
+    return (
+        "--keep-pages: glibc malloc keeps freed pages (like MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0 "
+        "MALLOC_TRIM_THRESHOLD_=1073741824), so no call pays first-touch page faults"
+    )
 
 
 def minor_faults() -> int:
