@@ -1,5 +1,11 @@
 """Numerical helpers shared by the tests: the course's relative error and central differences."""
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,3 +30,21 @@ def central_difference(f, x, h=1e-6):
 def jgrad(f, argnums=0, **kwargs):
     """jax.jit(jax.grad(...)): one compilation instead of one per eager op."""
     return jax.jit(jax.grad(f, argnums=argnums, **kwargs))
+
+
+def run_worker(script, n_devices: int, timeout: int = 600) -> dict:
+    """Run a test worker script with ``n_devices`` forced CPU devices; return its JSON report.
+
+    The device count must be fixed before JAX starts, hence a subprocess. The worker prints one
+    JSON object on its last line of output.
+    """
+    script = Path(script)
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n_devices}"}
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(script.parents[1]), env.get("PYTHONPATH")])
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=timeout
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -1,9 +1,5 @@
 """Data parallelism: 1-8 CPU devices reproduce the single-device run; mesh helpers."""
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
@@ -11,6 +7,7 @@ import numpy as np
 import pytest
 
 from jaxbn import parallel
+from tests.helpers import run_worker
 
 WORKER = Path(__file__).with_name("parallel_worker.py")
 FLOAT32_TOL = 1e-6  # float32 round-off from a different reduction order, nothing more
@@ -18,15 +15,7 @@ FLOAT32_TOL = 1e-6  # float32 round-off from a different reduction order, nothin
 
 @pytest.fixture(scope="module")
 def errors():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
-    env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(WORKER.parents[1]), env.get("PYTHONPATH")])
-    )
-    proc = subprocess.run(
-        [sys.executable, str(WORKER)], capture_output=True, text=True, env=env, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_worker(WORKER, n_devices=8)
 
 
 @pytest.mark.parametrize("n_devices", ["1", "2", "4", "8"])
