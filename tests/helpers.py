@@ -1,5 +1,6 @@
 """Numerical helpers shared by the tests: the course's relative error and central differences."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -48,3 +49,12 @@ def run_worker(script, n_devices: int, timeout: int = 600) -> dict:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def load_experiment(script):
+    """Import an experiment script (experiments/*.py) by its path, as a module."""
+    script = Path(script)
+    spec = importlib.util.spec_from_file_location(script.stem, script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,19 +1,17 @@
 """Smoke test of experiments/bench_peers.py with only jax installed: the peers are skipped."""
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
+
+from tests.helpers import load_experiment
 
 SCRIPT = Path(__file__).parents[1] / "experiments" / "bench_peers.py"
 PEERS = ("flax", "haiku", "equinox", "torch")
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("bench_peers", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment(SCRIPT)
 
 
 def test_quick_run_without_peers_writes_json_and_markdown(tmp_path, monkeypatch):

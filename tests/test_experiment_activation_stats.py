@@ -1,6 +1,5 @@
 """Smoke test of experiments/activation_stats.py (E5): a tiny deep net, files and the pattern."""
 
-import importlib.util
 import itertools
 import json
 from pathlib import Path
@@ -8,16 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers import load_experiment
+
 SCRIPT = Path(__file__).parents[1] / "experiments" / "activation_stats.py"
 
 pytest.importorskip("matplotlib")
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("activation_stats", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment(SCRIPT)
 
 
 def test_activation_stats_writes_results(tmp_path):

@@ -1,17 +1,15 @@
 """Smoke test of experiments/backward_speed.py (E4): tiny shapes, files written and parseable."""
 
-import importlib.util
 import json
 from pathlib import Path
+
+from tests.helpers import load_experiment
 
 SCRIPT = Path(__file__).parents[1] / "experiments" / "backward_speed.py"
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("backward_speed", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment(SCRIPT)
 
 
 def test_backward_speed_writes_results(tmp_path):

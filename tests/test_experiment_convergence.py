@@ -1,7 +1,6 @@
 """Smoke test of experiments/convergence.py (E2) on tiny generated MNIST files, offline."""
 
 import gzip
-import importlib.util
 import json
 import struct
 from pathlib import Path
@@ -9,14 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers import load_experiment
+
 SCRIPT = Path(__file__).parents[1] / "experiments" / "convergence.py"
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("convergence", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment(SCRIPT)
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

