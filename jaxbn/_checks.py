@@ -78,3 +78,18 @@ def shape_is(name: str, value, expected: tuple[int, ...], what: str) -> None:
     shape = tuple(np.shape(value))
     if shape != tuple(expected):
         raise ValueError(f"{name} must have the {what} {tuple(expected)}, got shape {shape}")
+
+
+def one_of(name: str, value, choices: Sequence):
+    """Require ``value`` to be one of ``choices``."""
+    if value not in tuple(choices):
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
+def params(gamma, beta, feature_shape: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
+    """Require ``gamma`` and ``beta`` to be floating arrays of the feature shape."""
+    for name, p in (("gamma", gamma), ("beta", beta)):
+        shape_is(name, p, feature_shape, "feature shape")
+        floating_array(name, p)
+    return jnp.asarray(gamma), jnp.asarray(beta)

@@ -1,4 +1,22 @@
-"""Batch normalization and layer normalization (transitional face: the split follows)."""
+"""Batch normalization and layer normalization as pure functions with closed-form gradients.
 
-from jaxbn.norm._formulas import *  # noqa: F403
-from jaxbn.norm._formulas import __all__ as __all__
+``batch_norm`` (with explicit running statistics) and ``batch_norm_train`` (the stateless core
+that also returns the batch statistics) live in ``batch_norm.py``, ``layer_norm`` in
+``layer_norm.py``; every formula and both custom backwards are in ``_formulas.py``.
+"""
+
+from jaxbn.norm._formulas import BACKWARDS as BACKWARDS
+from jaxbn.norm.batch_norm import BatchNormState as BatchNormState
+from jaxbn.norm.batch_norm import batch_norm as batch_norm
+from jaxbn.norm.batch_norm import batch_norm_state as batch_norm_state
+from jaxbn.norm.batch_norm import batch_norm_train as batch_norm_train
+from jaxbn.norm.layer_norm import layer_norm as layer_norm
+
+__all__ = [
+    "BACKWARDS",
+    "BatchNormState",
+    "batch_norm",
+    "batch_norm_state",
+    "batch_norm_train",
+    "layer_norm",
+]

@@ -1,11 +1,15 @@
-"""Batch normalization and layer normalization as pure functions with closed-form gradients.
+"""Every batch-norm and layer-norm formula, in one place.
 
 Batch norm (Ioffe & Szegedy, 2015) and layer norm (Ba et al., 2016) share one computation: subtract
 the mean over some axes, divide by the standard deviation over the same axes, then scale by
 ``gamma`` and shift by ``beta``. They differ only in which axes the statistics are taken over
 (batch norm: every axis except the features; layer norm: the features) and so in which axes the
-parameter gradients are summed over. One ``jax.custom_vjp`` core serves both; its backward is either
-the closed-form ("simplified") formula or the staged, node-by-node walk of the forward graph.
+parameter gradients are summed over. A static ``Layout`` says which. One ``jax.custom_vjp`` core
+serves both; its backward is the closed-form ("simplified") formula or the staged, node-by-node
+walk of the forward graph, and a plain-jnp reference differentiated by JAX is the third choice
+and the tests' oracle. Evaluation mode and the running-statistics update are here too.
+
+Nothing in this module validates its arguments: ``batch_norm.py`` and ``layer_norm.py`` do.
 
 Shapes in docstrings: N batch, D features, H, W spatial, C channels.
 """
@@ -13,7 +17,7 @@ Shapes in docstrings: N batch, D features, H, W spatial, C channels.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable
 from functools import partial
 from typing import NamedTuple
 
@@ -21,71 +25,11 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
-from jax.typing import ArrayLike, DTypeLike
-
-from jaxbn import _checks
 
 BACKWARDS = ("closed_form", "staged", "autodiff")
 
-__all__ = [
-    "BACKWARDS",
-    "BatchNormState",
-    "batch_norm",
-    "batch_norm_state",
-    "batch_norm_train",
-    "layer_norm",
-]
 
-
-class BatchNormState(NamedTuple):
-    """Running statistics of a batch-norm layer.
-
-    Attributes:
-      mean: feature-shaped (e.g. ``(D,)`` or ``(C,)``), float32 or wider: running mean.
-      var: feature-shaped, float32 or wider: running biased variance.
-      count: int32 scalar: number of training-mode updates so far.
-    """
-
-    mean: jax.Array
-    var: jax.Array
-    count: jax.Array
-
-
-def batch_norm_state(
-    num_features: int | Sequence[int], dtype: DTypeLike = jnp.float32
-) -> BatchNormState:
-    """Create the initial running statistics: mean 0, variance 1, count 0.
-
-    Args:
-      num_features: the feature shape: an int ``D`` or a tuple such as ``(C,)`` or ``(H, W)``.
-      dtype: floating dtype of ``mean`` and ``var``; float32 or wider.
-
-    Returns:
-      A ``BatchNormState``.
-
-    Raises:
-      ValueError: if a feature size is not a positive int.
-      TypeError: if ``dtype`` is not a floating type of at least 32 bits.
-    """
-    shape = (num_features,) if isinstance(num_features, int) else tuple(num_features)
-    if not shape or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in shape):
-        raise ValueError(
-            f"num_features must be a positive int or a tuple of them, got {num_features!r}"
-        )
-    dtype = jnp.dtype(dtype)
-    if not jnp.issubdtype(dtype, jnp.floating) or dtype.itemsize < 4:
-        raise TypeError(f"dtype must be float32 or wider, got {dtype}")
-    return BatchNormState(
-        mean=jnp.zeros(shape, dtype), var=jnp.ones(shape, dtype), count=jnp.zeros((), jnp.int32)
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# The shared core: y, mean, var = normalize(x, gamma, beta, mask) over `stat_axes`.
-# ---------------------------------------------------------------------------------------------
-
-
-class _Layout(NamedTuple):
+class Layout(NamedTuple):
     """Static (hashable) description of one normalization call."""
 
     stat_axes: tuple[int, ...]  # axes the mean and variance reduce over
@@ -105,7 +49,7 @@ def _compute_dtype(dtype) -> jnp.dtype:
     return jnp.promote_types(dtype, jnp.float32)
 
 
-def _count(x_shape, mask_b, lay: _Layout):
+def _count(x_shape, mask_b, lay: Layout):
     """Number of elements each statistic averages over (summed across `axis_name`)."""
     if mask_b is None:
         local = math.prod(x_shape[a] for a in lay.stat_axes)
@@ -114,11 +58,11 @@ def _count(x_shape, mask_b, lay: _Layout):
     return _psum(n, lay.axis_name)
 
 
-def _moments(x, mask_b, lay: _Layout, *, private: bool = False):
+def _moments(x, mask_b, lay: Layout, *, private: bool = False):
     """Two-pass mean and biased variance (never E[x^2] - E[x]^2), keepdims, plus the count m.
 
     Computed in float32 or wider. ``private=True`` gives the variance pass its own ``x`` and
-    ``mean`` (see ``_private``), as the custom backwards' forward does.
+    ``mean`` (see ``opaque_to_cse``), as the custom backwards' forward does.
     """
     ct = _compute_dtype(x.dtype)
     m = _count(x.shape, mask_b, lay)
@@ -127,18 +71,18 @@ def _moments(x, mask_b, lay: _Layout, *, private: bool = False):
     xf = x.astype(ct)
     live = xf if mask_b is None else jnp.where(mask_b, xf, 0)
     mean = _psum(jnp.sum(live, lay.stat_axes, keepdims=True), lay.axis_name) / m
-    x_v, mean_v = _private(x, mean) if private else (x, mean)
+    x_v, mean_v = opaque_to_cse(x, mean) if private else (x, mean)
     d = x_v.astype(ct) - mean_v
     d2 = d * d if mask_b is None else jnp.where(mask_b, d * d, 0)
     var = _psum(jnp.sum(d2, lay.stat_axes, keepdims=True), lay.axis_name) / m
     return mean, var, m
 
 
-def _mask(mask, lay: _Layout):
+def _mask(mask, lay: Layout):
     return None if mask is None else jnp.reshape(mask, lay.mask_bshape)
 
 
-def _reference(x, gamma, beta, mask, lay: _Layout):
+def _reference(x, gamma, beta, mask, lay: Layout):
     """The plain forward in jnp, differentiated by JAX: the oracle for the custom backwards."""
     ct = _compute_dtype(x.dtype)
     xf = x.astype(ct)
@@ -160,22 +104,22 @@ def _primal_values(x, gamma, beta, mask):
     return tuple(None if p is None else p.value for p in (x, gamma, beta, mask))
 
 
-def _forward(x, gamma, beta, mask_b, lay: _Layout):
+def _forward(x, gamma, beta, mask_b, lay: Layout):
     """Shared forward of the custom variants: y, mean, var, inv_std, m and the compute pieces."""
     ct = _compute_dtype(x.dtype)
     mean, var, m = _moments(x, mask_b, lay, private=True)
     inv = lax.rsqrt(var + lay.eps)
     g = jnp.reshape(gamma, lay.param_bshape).astype(ct)
     b = jnp.reshape(beta, lay.param_bshape).astype(ct)
-    # Give the y pass its own x - mean (see _private): shared with the variance's, it is written
-    # out as a full-size temporary and read back instead of being fused into both passes.
-    x, mean_y, inv_y, g, b = _private(x, mean, inv, g, b)
+    # Give the y pass its own x - mean (see opaque_to_cse): shared with the variance's, it is
+    # written out as a full-size temporary and read back instead of being fused into both passes.
+    x, mean_y, inv_y, g, b = opaque_to_cse(x, mean, inv, g, b)
     # (x - mean) * (gamma * inv_std) + beta: one fused pass, and no cancellation when |mean| >> std.
     y = (x.astype(ct) - mean_y) * (g * inv_y) + b
     return y.astype(x.dtype), mean, var, inv, m
 
 
-def _private(*arrays):
+def opaque_to_cse(*arrays):
     """The arrays unchanged, but opaque to XLA's common-subexpression elimination.
 
     XLA's CPU backend merges identical expressions such as ``x - mean`` computed in two passes
@@ -203,7 +147,7 @@ def _is_zero(ct) -> bool:
     return ct is None or isinstance(ct, SymbolicZero)
 
 
-def _param_grads(gy, x_hat, gamma, beta, lay: _Layout):
+def _param_grads(gy, x_hat, gamma, beta, lay: Layout):
     dgamma = jnp.sum(gy * x_hat, lay.param_axes).reshape(gamma.shape).astype(gamma.dtype)
     dbeta = jnp.sum(gy, lay.param_axes).reshape(beta.shape).astype(beta.dtype)
     return dgamma, dbeta
@@ -223,12 +167,12 @@ def _stat_cotangents(dx, d_mean, d_var, xc, m, mask_b):
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _normalize_closed(x, gamma, beta, mask, lay: _Layout):
+def _normalize_closed(x, gamma, beta, mask, lay: Layout):
     y, mean, var, _, _ = _forward(x, gamma, beta, _mask(mask, lay), lay)
     return y, mean, var
 
 
-def _normalize_closed_fwd(x, gamma, beta, mask, lay: _Layout):
+def _normalize_closed_fwd(x, gamma, beta, mask, lay: Layout):
     x, gamma, beta, mask = _primal_values(x, gamma, beta, mask)
     y, mean, var, inv, m = _forward(x, gamma, beta, _mask(mask, lay), lay)
     # Residuals: x itself (already alive: no new full-size buffer) plus O(features) statistics.
@@ -237,7 +181,7 @@ def _normalize_closed_fwd(x, gamma, beta, mask, lay: _Layout):
     return (y, mean, var), res
 
 
-def _normalize_closed_bwd(lay: _Layout, res, cts):
+def _normalize_closed_bwd(lay: Layout, res, cts):
     x, gamma, beta, mask, mean, inv, m = res
     d_y, d_mean, d_var = cts
     ct = mean.dtype
@@ -252,10 +196,10 @@ def _normalize_closed_bwd(lay: _Layout, res, cts):
         dgamma = dbeta = None
         s1 = s2 = jnp.zeros_like(mean)
     else:
-        # Pass 1, the reductions, each with its own x - mean and gy (see _private).
-        d_y_b, g_b = _private(d_y, g)
+        # Pass 1, the reductions, each with its own x - mean and gy (see opaque_to_cse).
+        d_y_b, g_b = opaque_to_cse(d_y, g)
         dbeta = jnp.sum(upstream(d_y_b), lay.param_axes, keepdims=True)
-        x_r, mean_r, inv_r, d_y_r = _private(x, mean, inv, d_y)
+        x_r, mean_r, inv_r, d_y_r = opaque_to_cse(x, mean, inv, d_y)
         gy, xc = upstream(d_y_r), x_r.astype(ct) - mean_r
         if lay.stat_axes == lay.param_axes:
             # Batch norm: inv_std is constant over the summed axes, so it scales the sum once per
@@ -270,7 +214,7 @@ def _normalize_closed_bwd(lay: _Layout, res, cts):
             # over other axes than dgamma and dbeta; each gets its own pass.
             dgamma = jnp.sum(gy * (xc * inv_r), lay.param_axes, keepdims=True)
             s1 = jnp.sum(upstream(d_y_b) * g_b, lay.stat_axes, keepdims=True)
-            x_s, mean_s, inv_s, d_y_s, g_s = _private(x, mean, inv, d_y, g)
+            x_s, mean_s, inv_s, d_y_s, g_s = opaque_to_cse(x, mean, inv, d_y, g)
             xc_s = x_s.astype(ct) - mean_s
             s2 = inv_s * jnp.sum(upstream(d_y_s) * g_s * xc_s, lay.stat_axes, keepdims=True)
         dgamma = dgamma.reshape(gamma.shape).astype(gamma.dtype)
@@ -280,11 +224,11 @@ def _normalize_closed_bwd(lay: _Layout, res, cts):
     #   dx = inv_std / m * (m * d_xhat - sum(d_xhat) - x_hat * sum(d_xhat * x_hat))
     # regrouped around per-feature (or per-example) coefficients, without x_hat:
     #   dx = (gamma * inv_std) * gy - inv_std * s1 / m - (x - mean) * (inv_std^2 * s2 / m)
-    x_d, mean_d, inv_d, s1, s2 = _private(x, mean, inv, s1, s2)
+    x_d, mean_d, inv_d, s1, s2 = opaque_to_cse(x, mean, inv, s1, s2)
     xc = x_d.astype(ct) - mean_d
     dx = -(inv_d * s1 / m) - xc * (inv_d * inv_d * s2 / m)
     if not _is_zero(d_y):
-        (d_y_d,) = _private(d_y)
+        (d_y_d,) = opaque_to_cse(d_y)
         dx = (g * inv_d) * upstream(d_y_d) + dx
     if mask_b is not None:
         dx = jnp.where(mask_b, dx, 0)
@@ -299,12 +243,12 @@ _normalize_closed.defvjp(_normalize_closed_fwd, _normalize_closed_bwd, symbolic_
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _normalize_staged(x, gamma, beta, mask, lay: _Layout):
+def _normalize_staged(x, gamma, beta, mask, lay: Layout):
     y, mean, var, _ = _staged_forward(x, gamma, beta, _mask(mask, lay), lay)
     return y, mean, var
 
 
-def _staged_forward(x, gamma, beta, mask_b, lay: _Layout):
+def _staged_forward(x, gamma, beta, mask_b, lay: Layout):
     """The forward as a chain of primitive nodes, each kept for the backward walk."""
     ct = _compute_dtype(x.dtype)
     xf = x.astype(ct)
@@ -327,14 +271,14 @@ def _staged_forward(x, gamma, beta, mask_b, lay: _Layout):
     return y.astype(x.dtype), mu, var, nodes
 
 
-def _normalize_staged_fwd(x, gamma, beta, mask, lay: _Layout):
+def _normalize_staged_fwd(x, gamma, beta, mask, lay: Layout):
     x, gamma, beta, mask = _primal_values(x, gamma, beta, mask)
     y, mu, var, nodes = _staged_forward(x, gamma, beta, _mask(mask, lay), lay)
     m, *rest = nodes
     return (y, mu, var), (x, gamma, beta, mask, (jnp.asarray(m, mu.dtype), *rest))
 
 
-def _normalize_staged_bwd(lay: _Layout, res, cts):
+def _normalize_staged_bwd(lay: Layout, res, cts):
     x, gamma, beta, mask, nodes = res
     m, xmu, var, sqrtvar, ivar, x_hat = nodes
     d_y, d_mean, d_var = cts
@@ -405,263 +349,51 @@ def _vary_like(p, x):
     return lax.pcast(p, tuple(sorted(missing)), to="varying") if missing else p
 
 
-def _normalize(x, gamma, beta, mask, lay: _Layout, backward: str):
+def normalize(x, gamma, beta, mask, lay: Layout, backward: str):
+    """Normalize ``x`` over ``lay.stat_axes``: ``(y, mean, var)``, differentiable in all three.
+
+    ``backward`` picks the gradient (one of ``BACKWARDS``); ``mean`` and ``var`` keep their
+    reduced dimensions (keepdims) and are float32 or wider.
+    """
     gamma, beta = _vary_like(gamma, x), _vary_like(beta, x)
     if mask is not None:
         mask = _vary_like(mask, x)
     return _IMPLEMENTATIONS[backward](x, gamma, beta, mask, lay)
 
 
-# ---------------------------------------------------------------------------------------------
-# Public API
-# ---------------------------------------------------------------------------------------------
+# --- evaluation mode and the running statistics ----------------------------------------------
 
 
-def _check_backward(backward) -> str:
-    if backward not in BACKWARDS:
-        raise ValueError(f"backward must be one of {BACKWARDS}, got {backward!r}")
-    return backward
+def eval_forward(x, gamma, beta, mean, var, lay: Layout):
+    """Normalize with given (running) statistics: ``gamma * (x - mean) / sqrt(var + eps) + beta``.
+
+    ``mean`` and ``var`` are of the feature shape; computed in float32 or wider, ``y`` typed like x.
+    """
+    ct = _compute_dtype(x.dtype)
+
+    def b(v):
+        return jnp.reshape(v, lay.param_bshape).astype(ct)
+
+    scale = b(gamma) * lax.rsqrt(b(var) + lay.eps)
+    y = (x.astype(ct) - b(mean)) * scale + b(beta)
+    return y.astype(x.dtype)
 
 
-def _check_params(gamma, beta, feature_shape):
-    for name, p in (("gamma", gamma), ("beta", beta)):
-        _checks.shape_is(name, p, feature_shape, "feature shape")
-        _checks.floating_array(name, p)
-    return jnp.asarray(gamma), jnp.asarray(beta)
+def running_update(old, batch, momentum: float):
+    """The running average ``momentum * old + (1 - momentum) * batch`` (momentum weights OLD)."""
+    return momentum * old + (1.0 - momentum) * batch
 
 
-def _bn_layout(x_shape, axes, eps, axis_name, with_mask) -> _Layout:
-    reduced = tuple(a for a in range(len(x_shape)) if a not in axes)
-    param_bshape = tuple(x_shape[a] if a in axes else 1 for a in range(len(x_shape)))
-    mask_bshape = tuple(1 if a in axes else x_shape[a] for a in range(len(x_shape)))
-    return _Layout(
-        stat_axes=reduced,
-        param_axes=reduced,
-        param_bshape=param_bshape,
-        mask_bshape=mask_bshape if with_mask else None,
+def layout(x_shape, stat_axes, param_axes, eps, axis_name=None, with_mask=False) -> Layout:
+    """The static ``Layout`` of a call on ``x_shape``; features are the axes not in param_axes."""
+    ndim = len(x_shape)
+    return Layout(
+        stat_axes=tuple(stat_axes),
+        param_axes=tuple(param_axes),
+        param_bshape=tuple(1 if a in param_axes else x_shape[a] for a in range(ndim)),
+        mask_bshape=tuple(x_shape[a] if a in stat_axes else 1 for a in range(ndim))
+        if with_mask
+        else None,
         eps=eps,
         axis_name=axis_name,
     )
-
-
-def _check_mask(mask, x_shape, axes):
-    if mask is None:
-        return None
-    reduced_shape = tuple(n for a, n in enumerate(x_shape) if a not in axes)
-    _checks.shape_is("mask", mask, reduced_shape, "shape of the reduced (non-feature) axes")
-    mask = jnp.asarray(mask)
-    if mask.dtype != jnp.bool_:
-        raise TypeError(f"mask must be a boolean array, got dtype {mask.dtype}")
-    return mask
-
-
-def _prepare_bn(x, gamma, beta, *, eps, axis, axis_name, mask, backward, training=True):
-    x = _checks.floating_array("x", x)
-    eps = _checks.positive("eps", eps)
-    _check_backward(backward)
-    axes = _checks.feature_axes(axis, x.ndim)
-    feature_shape = tuple(x.shape[a] for a in axes)
-    gamma, beta = _check_params(gamma, beta, feature_shape)
-    mask = _check_mask(mask, x.shape, axes)
-    if training and mask is None:
-        per_feature = math.prod(n for a, n in enumerate(x.shape) if a not in axes)
-        if axis_name is not None:
-            per_feature *= lax.axis_size(axis_name)
-        if per_feature < 2:
-            raise ValueError(
-                "batch_norm in training mode needs more than one value per feature to compute "
-                f"batch statistics; got x of shape {tuple(x.shape)} with axis={axis!r} "
-                f"({per_feature} value per feature)"
-            )
-    lay = _bn_layout(x.shape, axes, eps, axis_name, mask is not None)
-    return x, gamma, beta, mask, lay, feature_shape
-
-
-def batch_norm_train(
-    x: ArrayLike,
-    gamma: ArrayLike,
-    beta: ArrayLike,
-    *,
-    eps: float = 1e-5,
-    axis: int | Sequence[int] = -1,
-    axis_name: Hashable | None = None,
-    mask: ArrayLike | None = None,
-    backward: str = "closed_form",
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Normalize with the batch statistics; return them too, differentiably.
-
-    ``y = gamma * (x - mean) / sqrt(var + eps) + beta`` with ``mean`` and biased ``var`` taken over
-    every axis except ``axis``. This is the stateless core of ``batch_norm`` in training mode. The
-    returned statistics are differentiable: their cotangents add ``d_mean / m`` and
-    ``d_var * 2 (x - mean) / m`` to ``dx`` (m = elements per feature).
-
-    Args:
-      x: input, e.g. ``(N, D)``, NHWC ``(N, H, W, C)`` or NCHW with ``axis=1``. Any float dtype;
-        statistics are computed in float32 or wider and ``y`` has the dtype of ``x``.
-      gamma, beta: scale and shift, of the feature shape.
-      eps: added to the variance; > 0.
-      axis: the feature axis or a tuple of feature axes.
-      axis_name: a mapped axis (``shard_map`` or ``pmap``) over which the statistics and the
-        backward's sums are global, so that shards of a batch compute what the whole batch does.
-      mask: optional boolean array over the reduced axes (``(N,)`` for ``(N, D)``, ``(N, H, W)`` for
-        NHWC); False elements do not count in the statistics and get no gradient.
-      backward: ``"closed_form"``, ``"staged"`` or ``"autodiff"`` (see ``batch_norm``).
-
-    Returns:
-      ``(y, mean, var)``: ``y`` shaped like ``x``; ``mean`` and ``var`` of the feature shape, in
-      float32 or wider.
-    """
-    x, gamma, beta, mask, lay, feature_shape = _prepare_bn(
-        x, gamma, beta, eps=eps, axis=axis, axis_name=axis_name, mask=mask, backward=backward
-    )
-    y, mean, var = _normalize(x, gamma, beta, mask, lay, backward)
-    return y, mean.reshape(feature_shape), var.reshape(feature_shape)
-
-
-def batch_norm(
-    x: ArrayLike,
-    gamma: ArrayLike,
-    beta: ArrayLike,
-    state: BatchNormState,
-    *,
-    training: bool,
-    momentum: float = 0.9,
-    eps: float = 1e-5,
-    axis: int | Sequence[int] = -1,
-    axis_name: Hashable | None = None,
-    backward: str = "closed_form",
-    mask: ArrayLike | None = None,
-) -> tuple[jax.Array, BatchNormState]:
-    """Apply batch normalization (Ioffe & Szegedy, 2015); return the output and the new state.
-
-    Training mode normalizes with the statistics of this batch,
-    ``y = gamma * (x - mean_B) / sqrt(var_B + eps) + beta``, and updates the running statistics:
-    ``new = momentum * old + (1 - momentum) * batch`` (momentum weights the OLD value: our 0.9 is
-    PyTorch's ``momentum=0.1``), with the biased batch variance. Evaluation mode normalizes with
-    the running statistics and returns ``state`` unchanged. The returned state carries no gradient.
-
-    Args:
-      x: input: ``(N, D)``, NHWC ``(N, H, W, C)`` (``axis=-1``), NCHW (``axis=1``), ... Any float
-        dtype; statistics are float32 or wider and ``y`` has the dtype of ``x``.
-      gamma, beta: scale and shift, of the feature shape (``x.shape`` at ``axis``).
-      state: a ``BatchNormState`` of the feature shape (see ``batch_norm_state``).
-      training: Python bool: batch statistics (True) or running statistics (False).
-      momentum: weight of the old running value, in [0, 1].
-      eps: added to the variance, > 0.
-      axis: the feature axis or a tuple of feature axes; every other axis is reduced over.
-      axis_name: a mapped axis (``shard_map``/``pmap``) across which the batch statistics and the
-        backward's sums are global: N devices holding N shards of a batch compute exactly what one
-        device computes on the whole batch.
-      backward: the gradient: ``"closed_form"`` (custom_vjp with the simplified formula),
-        ``"staged"`` (custom_vjp walking the forward graph node by node) or ``"autodiff"`` (plain
-        jnp differentiated by JAX; supports forward mode too). All three give the same numbers.
-      mask: optional boolean array over the reduced axes; elements where it is False do not count
-        in the statistics and get zero gradient (for padded or uneven batches).
-
-    Returns:
-      ``(y, new_state)``: ``y`` shaped and typed like ``x``.
-
-    Raises:
-      TypeError: non-floating ``x``, a non-bool ``training``, a state that is not a BatchNormState.
-      ValueError: shapes that do not match the feature shape, ``momentum`` outside [0, 1],
-        ``eps <= 0``, an unknown ``backward``, or one value per feature in training mode.
-
-    Example:
-      >>> import jax, jax.numpy as jnp, jaxbn
-      >>> x = jax.random.normal(jax.random.key(0), (8, 3))
-      >>> gamma, beta, state = jnp.ones(3), jnp.zeros(3), jaxbn.batch_norm_state(3)
-      >>> y, state = jaxbn.batch_norm(x, gamma, beta, state, training=True)
-      >>> int(state.count)
-      1
-    """
-    training = _checks.python_bool("training", training)
-    momentum = _checks.in_closed_range("momentum", momentum, 0.0, 1.0)
-    x, gamma, beta, mask, lay, feature_shape = _prepare_bn(
-        x,
-        gamma,
-        beta,
-        eps=eps,
-        axis=axis,
-        axis_name=axis_name,
-        mask=mask,
-        backward=backward,
-        training=training,
-    )
-    state = _check_state(state, feature_shape)
-    if not training:
-        ct = _compute_dtype(x.dtype)
-        scale = jnp.reshape(gamma, lay.param_bshape).astype(ct) * lax.rsqrt(
-            jnp.reshape(state.var, lay.param_bshape).astype(ct) + eps
-        )
-        xc = x.astype(ct) - jnp.reshape(state.mean, lay.param_bshape).astype(ct)
-        y = xc * scale + jnp.reshape(beta, lay.param_bshape).astype(ct)
-        return y.astype(x.dtype), state
-    y, mean, var = _normalize(x, gamma, beta, mask, lay, backward)
-    mean = lax.stop_gradient(mean).reshape(feature_shape).astype(state.mean.dtype)
-    var = lax.stop_gradient(var).reshape(feature_shape).astype(state.var.dtype)
-    old = lax.stop_gradient(state)
-    new_state = BatchNormState(
-        mean=momentum * old.mean + (1.0 - momentum) * mean,
-        var=momentum * old.var + (1.0 - momentum) * var,
-        count=old.count + 1,
-    )
-    return y, new_state
-
-
-def _check_state(state, feature_shape) -> BatchNormState:
-    if not isinstance(state, BatchNormState):
-        raise TypeError(
-            "state must be a jaxbn.BatchNormState (see jaxbn.batch_norm_state), "
-            f"got {type(state).__name__}"
-        )
-    for name in ("mean", "var"):
-        v = getattr(state, name)
-        _checks.shape_is(f"state.{name}", v, feature_shape, "feature shape")
-        dtype = jnp.result_type(v)
-        if not jnp.issubdtype(dtype, jnp.floating) or dtype.itemsize < 4:
-            raise TypeError(f"state.{name} must be float32 or wider, got dtype {dtype}")
-    _checks.shape_is("state.count", state.count, (), "shape of a scalar")
-    return state
-
-
-def layer_norm(
-    x: ArrayLike,
-    gamma: ArrayLike,
-    beta: ArrayLike,
-    *,
-    eps: float = 1e-5,
-    axis: int | Sequence[int] = -1,
-    backward: str = "closed_form",
-) -> jax.Array:
-    """Apply layer normalization (Ba et al., 2016): per-example statistics over the feature axes.
-
-    ``y = gamma * (x - mean_F) / sqrt(var_F + eps) + beta`` where ``mean_F`` and the biased
-    ``var_F`` are taken over ``axis`` for each example separately. There is no running state:
-    training and evaluation compute the same thing.
-
-    Args:
-      x: input, e.g. ``(N, D)``; any float dtype (statistics in float32 or wider).
-      gamma, beta: of the feature shape (``x.shape`` at ``axis``).
-      eps: added to the variance, > 0.
-      axis: the feature axis or a tuple of feature axes (normalized over).
-      backward: ``"closed_form"`` (default), ``"staged"`` or ``"autodiff"``.
-
-    Returns:
-      ``y``, shaped and typed like ``x``.
-    """
-    x = _checks.floating_array("x", x)
-    eps = _checks.positive("eps", eps)
-    _check_backward(backward)
-    axes = _checks.feature_axes(axis, x.ndim)
-    feature_shape = tuple(x.shape[a] for a in axes)
-    gamma, beta = _check_params(gamma, beta, feature_shape)
-    lay = _Layout(
-        stat_axes=axes,
-        param_axes=tuple(a for a in range(x.ndim) if a not in axes),
-        param_bshape=tuple(x.shape[a] if a in axes else 1 for a in range(x.ndim)),
-        mask_bshape=None,
-        eps=eps,
-        axis_name=None,
-    )
-    y, _, _ = _normalize(x, gamma, beta, None, lay, backward)
-    return y

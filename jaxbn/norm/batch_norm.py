@@ -1,0 +1,239 @@
+"""Batch normalization with explicit running statistics: the state, the checks, the public calls.
+
+The formulas live in ``_formulas``; this module validates the static facts of a call, builds its
+``Layout`` and threads the running statistics through.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.typing import ArrayLike, DTypeLike
+
+from jaxbn import _checks
+from jaxbn.norm import _formulas as F
+
+__all__ = ["BatchNormState", "batch_norm", "batch_norm_state", "batch_norm_train"]
+
+
+class BatchNormState(NamedTuple):
+    """Running statistics of a batch-norm layer.
+
+    Attributes:
+      mean: feature-shaped (e.g. ``(D,)`` or ``(C,)``), float32 or wider: running mean.
+      var: feature-shaped, float32 or wider: running biased variance.
+      count: int32 scalar: number of training-mode updates so far.
+    """
+
+    mean: jax.Array
+    var: jax.Array
+    count: jax.Array
+
+
+def batch_norm_state(
+    num_features: int | Sequence[int], dtype: DTypeLike = jnp.float32
+) -> BatchNormState:
+    """Create the initial running statistics: mean 0, variance 1, count 0.
+
+    Args:
+      num_features: the feature shape: an int ``D`` or a tuple such as ``(C,)`` or ``(H, W)``.
+      dtype: floating dtype of ``mean`` and ``var``; float32 or wider.
+
+    Returns:
+      A ``BatchNormState``.
+
+    Raises:
+      ValueError: if a feature size is not a positive int.
+      TypeError: if ``dtype`` is not a floating type of at least 32 bits.
+    """
+    shape = (num_features,) if isinstance(num_features, int) else tuple(num_features)
+    if not shape or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in shape):
+        raise ValueError(
+            f"num_features must be a positive int or a tuple of them, got {num_features!r}"
+        )
+    dtype = jnp.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating) or dtype.itemsize < 4:
+        raise TypeError(f"dtype must be float32 or wider, got {dtype}")
+    return BatchNormState(
+        mean=jnp.zeros(shape, dtype), var=jnp.ones(shape, dtype), count=jnp.zeros((), jnp.int32)
+    )
+
+
+def _check_mask(mask, x_shape, axes):
+    if mask is None:
+        return None
+    reduced_shape = tuple(n for a, n in enumerate(x_shape) if a not in axes)
+    _checks.shape_is("mask", mask, reduced_shape, "shape of the reduced (non-feature) axes")
+    mask = jnp.asarray(mask)
+    if mask.dtype != jnp.bool_:
+        raise TypeError(f"mask must be a boolean array, got dtype {mask.dtype}")
+    return mask
+
+
+def _prepare_bn(x, gamma, beta, *, eps, axis, axis_name, mask, backward, training=True):
+    x = _checks.floating_array("x", x)
+    eps = _checks.positive("eps", eps)
+    _checks.one_of("backward", backward, F.BACKWARDS)
+    axes = _checks.feature_axes(axis, x.ndim)
+    feature_shape = tuple(x.shape[a] for a in axes)
+    gamma, beta = _checks.params(gamma, beta, feature_shape)
+    mask = _check_mask(mask, x.shape, axes)
+    if training and mask is None:
+        per_feature = math.prod(n for a, n in enumerate(x.shape) if a not in axes)
+        if axis_name is not None:
+            per_feature *= lax.axis_size(axis_name)
+        if per_feature < 2:
+            raise ValueError(
+                "batch_norm in training mode needs more than one value per feature to compute "
+                f"batch statistics; got x of shape {tuple(x.shape)} with axis={axis!r} "
+                f"({per_feature} value per feature)"
+            )
+    reduced = tuple(a for a in range(x.ndim) if a not in axes)
+    lay = F.layout(x.shape, reduced, reduced, eps, axis_name, with_mask=mask is not None)
+    return x, gamma, beta, mask, lay, feature_shape
+
+
+def batch_norm_train(
+    x: ArrayLike,
+    gamma: ArrayLike,
+    beta: ArrayLike,
+    *,
+    eps: float = 1e-5,
+    axis: int | Sequence[int] = -1,
+    axis_name: Hashable | None = None,
+    mask: ArrayLike | None = None,
+    backward: str = "closed_form",
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Normalize with the batch statistics; return them too, differentiably.
+
+    ``y = gamma * (x - mean) / sqrt(var + eps) + beta`` with ``mean`` and biased ``var`` taken over
+    every axis except ``axis``. This is the stateless core of ``batch_norm`` in training mode. The
+    returned statistics are differentiable: their cotangents add ``d_mean / m`` and
+    ``d_var * 2 (x - mean) / m`` to ``dx`` (m = elements per feature).
+
+    Args:
+      x: input, e.g. ``(N, D)``, NHWC ``(N, H, W, C)`` or NCHW with ``axis=1``. Any float dtype;
+        statistics are computed in float32 or wider and ``y`` has the dtype of ``x``.
+      gamma, beta: scale and shift, of the feature shape.
+      eps: added to the variance; > 0.
+      axis: the feature axis or a tuple of feature axes.
+      axis_name: a mapped axis (``shard_map`` or ``pmap``) over which the statistics and the
+        backward's sums are global, so that shards of a batch compute what the whole batch does.
+      mask: optional boolean array over the reduced axes (``(N,)`` for ``(N, D)``, ``(N, H, W)`` for
+        NHWC); False elements do not count in the statistics and get no gradient.
+      backward: ``"closed_form"``, ``"staged"`` or ``"autodiff"`` (see ``batch_norm``).
+
+    Returns:
+      ``(y, mean, var)``: ``y`` shaped like ``x``; ``mean`` and ``var`` of the feature shape, in
+      float32 or wider.
+    """
+    x, gamma, beta, mask, lay, feature_shape = _prepare_bn(
+        x, gamma, beta, eps=eps, axis=axis, axis_name=axis_name, mask=mask, backward=backward
+    )
+    y, mean, var = F.normalize(x, gamma, beta, mask, lay, backward)
+    return y, mean.reshape(feature_shape), var.reshape(feature_shape)
+
+
+def batch_norm(
+    x: ArrayLike,
+    gamma: ArrayLike,
+    beta: ArrayLike,
+    state: BatchNormState,
+    *,
+    training: bool,
+    momentum: float = 0.9,
+    eps: float = 1e-5,
+    axis: int | Sequence[int] = -1,
+    axis_name: Hashable | None = None,
+    backward: str = "closed_form",
+    mask: ArrayLike | None = None,
+) -> tuple[jax.Array, BatchNormState]:
+    """Apply batch normalization (Ioffe & Szegedy, 2015); return the output and the new state.
+
+    Training mode normalizes with the statistics of this batch,
+    ``y = gamma * (x - mean_B) / sqrt(var_B + eps) + beta``, and updates the running statistics:
+    ``new = momentum * old + (1 - momentum) * batch`` (momentum weights the OLD value: our 0.9 is
+    PyTorch's ``momentum=0.1``), with the biased batch variance. Evaluation mode normalizes with
+    the running statistics and returns ``state`` unchanged. The returned state carries no gradient.
+
+    Args:
+      x: input: ``(N, D)``, NHWC ``(N, H, W, C)`` (``axis=-1``), NCHW (``axis=1``), ... Any float
+        dtype; statistics are float32 or wider and ``y`` has the dtype of ``x``.
+      gamma, beta: scale and shift, of the feature shape (``x.shape`` at ``axis``).
+      state: a ``BatchNormState`` of the feature shape (see ``batch_norm_state``).
+      training: Python bool: batch statistics (True) or running statistics (False).
+      momentum: weight of the old running value, in [0, 1].
+      eps: added to the variance, > 0.
+      axis: the feature axis or a tuple of feature axes; every other axis is reduced over.
+      axis_name: a mapped axis (``shard_map``/``pmap``) across which the batch statistics and the
+        backward's sums are global: N devices holding N shards of a batch compute exactly what one
+        device computes on the whole batch.
+      backward: the gradient: ``"closed_form"`` (custom_vjp with the simplified formula),
+        ``"staged"`` (custom_vjp walking the forward graph node by node) or ``"autodiff"`` (plain
+        jnp differentiated by JAX; supports forward mode too). All three give the same numbers.
+      mask: optional boolean array over the reduced axes; elements where it is False do not count
+        in the statistics and get zero gradient (for padded or uneven batches).
+
+    Returns:
+      ``(y, new_state)``: ``y`` shaped and typed like ``x``.
+
+    Raises:
+      TypeError: non-floating ``x``, a non-bool ``training``, a state that is not a BatchNormState.
+      ValueError: shapes that do not match the feature shape, ``momentum`` outside [0, 1],
+        ``eps <= 0``, an unknown ``backward``, or one value per feature in training mode.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxbn
+      >>> x = jax.random.normal(jax.random.key(0), (8, 3))
+      >>> gamma, beta, state = jnp.ones(3), jnp.zeros(3), jaxbn.batch_norm_state(3)
+      >>> y, state = jaxbn.batch_norm(x, gamma, beta, state, training=True)
+      >>> int(state.count)
+      1
+    """
+    training = _checks.python_bool("training", training)
+    momentum = _checks.in_closed_range("momentum", momentum, 0.0, 1.0)
+    x, gamma, beta, mask, lay, feature_shape = _prepare_bn(
+        x,
+        gamma,
+        beta,
+        eps=eps,
+        axis=axis,
+        axis_name=axis_name,
+        mask=mask,
+        backward=backward,
+        training=training,
+    )
+    state = _check_state(state, feature_shape)
+    if not training:
+        return F.eval_forward(x, gamma, beta, state.mean, state.var, lay), state
+    y, mean, var = F.normalize(x, gamma, beta, mask, lay, backward)
+    mean = lax.stop_gradient(mean).reshape(feature_shape).astype(state.mean.dtype)
+    var = lax.stop_gradient(var).reshape(feature_shape).astype(state.var.dtype)
+    old = lax.stop_gradient(state)
+    new_state = BatchNormState(
+        mean=F.running_update(old.mean, mean, momentum),
+        var=F.running_update(old.var, var, momentum),
+        count=old.count + 1,
+    )
+    return y, new_state
+
+
+def _check_state(state, feature_shape) -> BatchNormState:
+    if not isinstance(state, BatchNormState):
+        raise TypeError(
+            "state must be a jaxbn.BatchNormState (see jaxbn.batch_norm_state), "
+            f"got {type(state).__name__}"
+        )
+    for name in ("mean", "var"):
+        v = getattr(state, name)
+        _checks.shape_is(f"state.{name}", v, feature_shape, "feature shape")
+        dtype = jnp.result_type(v)
+        if not jnp.issubdtype(dtype, jnp.floating) or dtype.itemsize < 4:
+            raise TypeError(f"state.{name} must be float32 or wider, got dtype {dtype}")
+    _checks.shape_is("state.count", state.count, (), "shape of a scalar")
+    return state
