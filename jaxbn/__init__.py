@@ -8,10 +8,10 @@ from jaxbn.fit import FitResult as FitResult
 from jaxbn.fit import NonFiniteLossError as NonFiniteLossError
 from jaxbn.fit import fit as fit
 from jaxbn.history import History as History
-from jaxbn.init import fixed_std_normal as fixed_std_normal
-from jaxbn.init import he_normal as he_normal
-from jaxbn.init import init_std as init_std
-from jaxbn.init import xavier_normal as xavier_normal
+from jaxbn.initializers import fixed_std_normal as fixed_std_normal
+from jaxbn.initializers import he_normal as he_normal
+from jaxbn.initializers import init_std as init_std
+from jaxbn.initializers import xavier_normal as xavier_normal
 from jaxbn.losses import accuracy as accuracy
 from jaxbn.losses import l2_penalty as l2_penalty
 from jaxbn.losses import softmax_cross_entropy as softmax_cross_entropy

@@ -30,7 +30,7 @@ from jax.typing import ArrayLike, DTypeLike
 
 from jaxbn import _checks
 from jaxbn.dropout import dropout as _dropout
-from jaxbn.init import init_std
+from jaxbn.initializers import init_std
 from jaxbn.norm import BACKWARDS, BatchNormState, batch_norm, batch_norm_state, layer_norm
 
 __all__ = ["ACTIVATIONS", "NORMALIZATIONS", "FullyConnectedNet"]
