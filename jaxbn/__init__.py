@@ -1,13 +1,6 @@
 """jaxbn: exact, fast, functional batch normalization for JAX."""
 
-from jaxbn.checkpoint import Checkpoint as Checkpoint
-from jaxbn.checkpoint import load_checkpoint as load_checkpoint
-from jaxbn.checkpoint import save_checkpoint as save_checkpoint
 from jaxbn.dropout import dropout as dropout
-from jaxbn.fit import FitResult as FitResult
-from jaxbn.fit import NonFiniteLossError as NonFiniteLossError
-from jaxbn.fit import fit as fit
-from jaxbn.history import History as History
 from jaxbn.initializers import fixed_std_normal as fixed_std_normal
 from jaxbn.initializers import he_normal as he_normal
 from jaxbn.initializers import init_std as init_std
@@ -22,11 +15,18 @@ from jaxbn.norm import batch_norm as batch_norm
 from jaxbn.norm import batch_norm_state as batch_norm_state
 from jaxbn.norm import batch_norm_train as batch_norm_train
 from jaxbn.norm import layer_norm as layer_norm
+from jaxbn.train import Checkpoint as Checkpoint
+from jaxbn.train import FitResult as FitResult
+from jaxbn.train import History as History
+from jaxbn.train import NonFiniteLossError as NonFiniteLossError
 from jaxbn.train import TrainState as TrainState
 from jaxbn.train import compute_loss as compute_loss
 from jaxbn.train import evaluate as evaluate
+from jaxbn.train import fit as fit
 from jaxbn.train import init_train_state as init_train_state
+from jaxbn.train import load_checkpoint as load_checkpoint
 from jaxbn.train import make_train_step as make_train_step
+from jaxbn.train import save_checkpoint as save_checkpoint
 from jaxbn.train import train_step_fn as train_step_fn
 
 __version__ = "0.1.0"

@@ -7,6 +7,7 @@ inspected.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 
@@ -93,3 +94,86 @@ def params(gamma, beta, feature_shape: tuple[int, ...]) -> tuple[jax.Array, jax.
         shape_is(name, p, feature_shape, "feature shape")
         floating_array(name, p)
     return jnp.asarray(gamma), jnp.asarray(beta)
+
+
+def positive_int(name: str, value) -> int:
+    """Require an int >= 1 (a Python or NumPy integer, not a bool)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def nonneg_int(name: str, value, upper: int | None = None) -> int:
+    """Require an int >= 0 (and < ``upper`` when given)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    if upper is not None and value >= upper:
+        raise ValueError(f"{name} must be < {upper}, got {value!r}")
+    return int(value)
+
+
+def nonneg_finite(name: str, value) -> float:
+    """Require a finite Python real >= 0."""
+    value = real_number(name, value)
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return value
+
+
+def net(value):
+    """Require a network configuration: an object with ``init``, ``apply`` and ``num_classes``."""
+    if not (
+        callable(getattr(value, "init", None))
+        and callable(getattr(value, "apply", None))
+        and hasattr(value, "num_classes")
+    ):
+        raise TypeError(
+            "net must be a jaxbn network (e.g. jaxbn.FullyConnectedNet), "
+            f"got {type(value).__name__}"
+        )
+    return value
+
+
+def optimizer(value):
+    """Require an optax gradient transformation (``init`` and ``update``)."""
+    if not (callable(getattr(value, "init", None)) and callable(getattr(value, "update", None))):
+        raise TypeError(
+            "optimizer must be an optax.GradientTransformation (e.g. optax.adam(1e-3)), "
+            f"got {type(value).__name__}"
+        )
+    return value
+
+
+def xy(x, y, x_name: str = "x", y_name: str = "y"):
+    """Check a data set's static facts: floating ``(N, ...)`` inputs, ``(N,)`` integer labels."""
+    if not hasattr(x, "dtype") or not hasattr(x, "shape"):
+        x = np.asarray(x)
+    if not hasattr(y, "dtype") or not hasattr(y, "shape"):
+        y = np.asarray(y)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(
+            f"{x_name} must be a floating-point array (scale integer pixels first), got dtype "
+            f"{x.dtype}"
+        )
+    if x.ndim < 2:
+        raise ValueError(f"{x_name} must have shape (N, D) or (N, ...), got shape {tuple(x.shape)}")
+    if not jnp.issubdtype(y.dtype, jnp.integer):
+        raise TypeError(f"{y_name} must be an integer array of class labels, got dtype {y.dtype}")
+    if y.ndim != 1:
+        raise ValueError(f"{y_name} must have shape (N,), got shape {tuple(y.shape)}")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"{x_name} and {y_name} must have the same number of examples, got {x.shape[0]} and "
+            f"{y.shape[0]}"
+        )
+    return x, y
+
+
+def labels(name: str, y, num_classes: int) -> None:
+    """Require (host) integer labels in ``[0, num_classes)``."""
+    y = np.asarray(y)
+    if y.size and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(
+            f"{name} must hold class indices in [0, {num_classes}), got values in "
+            f"[{y.min()}, {y.max()}]"
+        )

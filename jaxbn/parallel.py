@@ -174,7 +174,7 @@ def make_data_parallel_step(net, optimizer, mesh: Mesh, *, l2: float = 0.0):
       host or device arrays of any batch size N; the input ``train_state`` is donated. Put the
       initial train state on the mesh with ``replicate(mesh, train_state)``.
     """
-    from jaxbn.train import train_step_fn  # deferred: jaxbn.train imports this module's peers
+    from jaxbn.train.step import train_step_fn  # deferred: jaxbn.train.step imports this module
 
     step = train_step_fn(net, optimizer, l2=l2)
     rep, bat = replicated_sharding(mesh), batch_sharding(mesh)
@@ -200,11 +200,11 @@ def indexed_step_runner(net, optimizer, l2: float, mesh: Mesh):
     row indices ``idx (B,)`` and its mask are padded to a multiple of the device count and split
     across the devices, so the gathered batch is sharded and every reduction over it is global.
     """
-    from jaxbn.fit import _indexed_step  # deferred: fit imports this module lazily too
+    from jaxbn.train.step import indexed_step  # deferred: jaxbn.train.step imports this module
 
     rep, bat = replicated_sharding(mesh), batch_sharding(mesh)
     compiled = jax.jit(
-        partial(_indexed_step, net, optimizer, l2),
+        partial(indexed_step, net, optimizer, l2),
         in_shardings=(rep, rep, rep, bat, bat),
         out_shardings=(rep, rep),
         donate_argnums=0,

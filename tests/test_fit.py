@@ -10,7 +10,7 @@ import optax
 import pytest
 
 import jaxbn
-from jaxbn import checkpoint as checkpoint_module
+from jaxbn.train import checkpoint as checkpoint_module
 
 
 @pytest.fixture(autouse=True)

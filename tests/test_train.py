@@ -7,7 +7,7 @@ import optax
 import pytest
 
 import jaxbn
-from jaxbn import train as train_module
+from jaxbn.train import evaluation as train_module
 
 
 @pytest.fixture(autouse=True)

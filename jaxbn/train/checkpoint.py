@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbn.train import TrainState
+from jaxbn.train.step import TrainState
 
 __all__ = ["Checkpoint", "load_checkpoint", "save_checkpoint"]
 

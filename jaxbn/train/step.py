@@ -1,4 +1,4 @@
-"""One pure, jit-compiled training step over a ``TrainState``, and batched evaluation.
+"""One pure, jit-compiled training step over a ``TrainState``.
 
 The step is built in two layers so that other code can wrap it::
 
@@ -10,25 +10,25 @@ Shapes: N batch, D features, C classes.
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Callable
 from functools import partial
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax.typing import ArrayLike
 
+from jaxbn import _checks
 from jaxbn.losses import accuracy, l2_penalty, softmax_cross_entropy
 from jaxbn.nn import FullyConnectedNet
 
 __all__ = [
     "TrainState",
+    "compiled_init",
     "compute_loss",
-    "evaluate",
+    "indexed_step",
+    "indexed_step_runner",
     "init_train_state",
     "make_train_step",
     "train_step_fn",
@@ -58,31 +58,6 @@ class TrainState(NamedTuple):
 StepFn = Callable[..., tuple[TrainState, dict[str, jax.Array]]]
 
 
-def _check_net(net) -> FullyConnectedNet:
-    if not isinstance(net, FullyConnectedNet):
-        raise TypeError(f"net must be a jaxbn.FullyConnectedNet, got {type(net).__name__}")
-    return net
-
-
-def _check_optimizer(optimizer) -> optax.GradientTransformation:
-    if not (
-        callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))
-    ):
-        raise TypeError(
-            "optimizer must be an optax.GradientTransformation (e.g. optax.adam(1e-3)), "
-            f"got {type(optimizer).__name__}"
-        )
-    return optimizer
-
-
-def _check_l2(l2) -> float:
-    if isinstance(l2, bool) or not isinstance(l2, numbers.Real):
-        raise TypeError(f"l2 must be a Python float, got {l2!r} of type {type(l2).__name__}")
-    if not (math.isfinite(l2) and l2 >= 0):
-        raise ValueError(f"l2 must be a finite number >= 0, got {l2!r}")
-    return float(l2)
-
-
 def init_train_state(
     net: FullyConnectedNet,
     optimizer: optax.GradientTransformation,
@@ -103,7 +78,7 @@ def init_train_state(
     Returns:
       A ``TrainState``.
     """
-    net, optimizer = _check_net(net), _check_optimizer(optimizer)
+    net, optimizer = _checks.net(net), _checks.optimizer(optimizer)
     init_key, train_key = jax.random.split(key)
     params, state = net.init(init_key, input_dim)
     return TrainState(
@@ -146,7 +121,7 @@ def compute_loss(
     Returns:
       ``(loss, (logits, new_state))``: a scalar, ``(N, C)`` logits and the updated model state.
     """
-    logits, new_state = _check_net(net).apply(
+    logits, new_state = _checks.net(net).apply(
         params, state, x, training=training, key=key, mask=mask
     )
     loss = softmax_cross_entropy(logits, y, mask=mask) + l2_penalty(params, l2)
@@ -176,7 +151,11 @@ def train_step_fn(
       rows are left out of the loss, the accuracy and the batch-norm statistics), and ``metrics``
       is ``{"loss": total loss (data + L2), "accuracy": batch accuracy}`` in training mode.
     """
-    net, optimizer, l2 = _check_net(net), _check_optimizer(optimizer), _check_l2(l2)
+    net, optimizer, l2 = (
+        _checks.net(net),
+        _checks.optimizer(optimizer),
+        _checks.nonneg_finite("l2", l2),
+    )
 
     def step(
         train_state: TrainState, x: ArrayLike, y: ArrayLike, mask: ArrayLike | None = None
@@ -236,99 +215,41 @@ def make_train_step(
       1
     """
     if mesh is not None:
-        from jaxbn.parallel import make_data_parallel_step  # deferred: parallel imports train
+        from jaxbn.parallel import make_data_parallel_step  # deferred: parallel imports this
 
         return make_data_parallel_step(net, optimizer, mesh, l2=l2)
     return jax.jit(train_step_fn(net, optimizer, l2=l2), donate_argnums=0)
 
 
-@partial(jax.jit, static_argnums=0)
-def _eval_batch(net, params, state, x, y, mask):
-    logits, _ = net.apply(params, state, x, training=False)
-    loss_sum = softmax_cross_entropy(logits, y, mask=mask, reduction="sum")
-    correct = accuracy(logits, y, mask=mask, reduction="sum")
-    return loss_sum, correct
+def indexed_step(net, optimizer, l2, train_state, x_all, y_all, idx, mask):
+    """One training step on the rows ``idx`` ``(B,)`` of a device-resident training set."""
+    return train_step_fn(net, optimizer, l2=l2)(train_state, x_all[idx], y_all[idx], mask)
 
 
-def _check_batch_size(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
+_cached_indexed_step = jax.jit(indexed_step, static_argnums=(0, 1, 2), donate_argnums=3)
+_cached_init = jax.jit(init_train_state, static_argnums=(0, 1, 3))
 
 
-def _check_xy(x, y, x_name: str = "x", y_name: str = "y") -> tuple[Any, Any]:
-    """Check a data set's static facts: floating ``(N, ...)`` inputs, ``(N,)`` integer labels."""
-    if not hasattr(x, "dtype") or not hasattr(x, "shape"):
-        x = np.asarray(x)
-    if not hasattr(y, "dtype") or not hasattr(y, "shape"):
-        y = np.asarray(y)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(
-            f"{x_name} must be a floating-point array (scale integer pixels first), got dtype "
-            f"{x.dtype}"
-        )
-    if x.ndim < 2:
-        raise ValueError(f"{x_name} must have shape (N, D) or (N, ...), got shape {tuple(x.shape)}")
-    if not jnp.issubdtype(y.dtype, jnp.integer):
-        raise TypeError(f"{y_name} must be an integer array of class labels, got dtype {y.dtype}")
-    if y.ndim != 1:
-        raise ValueError(f"{y_name} must have shape (N,), got shape {tuple(y.shape)}")
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(
-            f"{x_name} and {y_name} must have the same number of examples, got {x.shape[0]} and "
-            f"{y.shape[0]}"
-        )
-    return x, y
+def _hashable(value) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
 
 
-def evaluate(
-    net: FullyConnectedNet,
-    params: Any,
-    state: Any,
-    x: ArrayLike,
-    y: ArrayLike,
-    *,
-    batch_size: int = 1000,
-) -> dict[str, float]:
-    """Compute the mean cross-entropy and the accuracy in evaluation mode, batch by batch.
+def indexed_step_runner(net, optimizer, l2: float):
+    """``indexed_step`` jitted (state donated), compiled once per (net, optimizer, l2) if hashable.
 
-    Every batch has exactly ``batch_size`` rows: the last one is padded with zeros and a mask
-    leaves the padding out of the sums, so one compiled function serves every batch and every
-    data-set size. The loss is the data loss only (no L2 term). Sums are accumulated on the host
-    in float64.
-
-    Args:
-      net: the network configuration.
-      params, state: the net's parameters and model state.
-      x: ``(N, D)`` or ``(N, ...)`` floating inputs (NumPy or JAX).
-      y: ``(N,)`` integer labels.
-      batch_size: rows per compiled evaluation batch, >= 1.
-
-    Returns:
-      ``{"loss": float, "accuracy": float}`` (both NaN when ``N == 0``).
-
-    Raises:
-      ValueError: mismatched lengths, bad shapes or a non-positive ``batch_size``.
-      TypeError: non-floating ``x`` or non-integer ``y``.
+    Returns ``run(train_state, x_all, y_all, idx, mask)``.
     """
-    net = _check_net(net)
-    batch_size = _check_batch_size("batch_size", batch_size)
-    x, y = _check_xy(x, y)
-    n = int(x.shape[0])
-    if n == 0:
-        return {"loss": math.nan, "accuracy": math.nan}
-    x_host, y_host = np.asarray(x), np.asarray(y).astype(np.int32)  # one program for any labels
-    sums = []
-    for start in range(0, n, batch_size):
-        xb, yb = x_host[start : start + batch_size], y_host[start : start + batch_size]
-        real = xb.shape[0]
-        if real < batch_size:
-            pad = batch_size - real
-            xb = np.concatenate([xb, np.zeros((pad, *xb.shape[1:]), xb.dtype)])
-            yb = np.concatenate([yb, np.zeros((pad,), yb.dtype)])
-        mask = np.arange(batch_size) < real
-        sums.append(_eval_batch(net, params, state, xb, yb, mask))
-    sums = jax.device_get(sums)
-    loss = math.fsum(float(s[0]) for s in sums) / n
-    correct = math.fsum(float(s[1]) for s in sums)
-    return {"loss": loss, "accuracy": correct / n}
+    if not _hashable(optimizer):
+        return jax.jit(partial(indexed_step, net, optimizer, l2), donate_argnums=0)
+    return partial(_cached_indexed_step, net, optimizer, l2)
+
+
+def compiled_init(net, optimizer, key, input_dim):
+    """``init_train_state`` as one compiled program (cached across calls when hashable)."""
+    if not _hashable(optimizer):
+        return init_train_state(net, optimizer, key, input_dim)
+    return _cached_init(net, optimizer, key, input_dim)

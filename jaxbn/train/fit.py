@@ -1,0 +1,330 @@
+"""The training loop: epochs of minibatch steps, validation, history, checkpoints and resume.
+
+Determinism: the batches of epoch ``e`` come from ``numpy.random.default_rng([seed, e])``, the
+initial parameters and dropout keys from ``jax.random.key(seed)``; the same call with the same
+seed gives the same history and parameters bit for bit, and a run resumed from the checkpoint of
+epoch ``k`` reproduces the uninterrupted run exactly (on the same machine and software).
+
+``fit`` runs four stages: ``make_plan`` (``plan.py``) checks the arguments and fixes the run's
+static facts, ``_start`` builds or resumes the train state, then per epoch ``_train_epoch`` takes
+the steps and ``_close_epoch`` evaluates, keeps the best parameters and writes the checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh
+
+from jaxbn import _checks, parallel
+from jaxbn.nn import FullyConnectedNet
+from jaxbn.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from jaxbn.train.evaluation import evaluate
+from jaxbn.train.history import History
+from jaxbn.train.plan import CHECKPOINT_NAME, SAMPLINGS, Plan, epoch_order, make_plan
+from jaxbn.train.step import TrainState, compiled_init, indexed_step_runner
+
+__all__ = ["CHECKPOINT_NAME", "SAMPLINGS", "FitResult", "NonFiniteLossError", "fit"]
+
+_SYNC_EVERY = 100  # steps between host syncs (progress bar, NaN check)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or Inf.
+
+    Attributes:
+      step: the ``TrainState.step`` value of the first step whose loss was not finite (0-based).
+      epoch: its epoch, counting from 1.
+      batch: its batch within the epoch, counting from 1.
+      loss: the offending value.
+    """
+
+    def __init__(self, step: int, epoch: int, batch: int, steps_per_epoch: int, loss: float):
+        self.step, self.epoch, self.batch, self.loss = step, epoch, batch, loss
+        self._args = (step, epoch, batch, steps_per_epoch, loss)
+        super().__init__(
+            f"the training loss became {loss} at step {step} (epoch {epoch}, batch {batch} of "
+            f"{steps_per_epoch}; steps count from 0 like TrainState.step). Check the inputs for "
+            "NaN/Inf or lower the learning rate or the weight scale."
+        )
+
+    def __reduce__(self):
+        return type(self), self._args
+
+
+class FitResult(NamedTuple):
+    """What ``fit`` returns.
+
+    Attributes:
+      train_state: the final ``TrainState``.
+      history: the ``History``.
+      best_params, best_state: the parameters and model state of the epoch with the best
+        validation accuracy (the final ones without validation data).
+    """
+
+    train_state: TrainState
+    history: History
+    best_params: Any
+    best_state: Any
+
+
+class _Best(NamedTuple):
+    params: Any
+    state: Any
+
+
+def fit(
+    net: FullyConnectedNet,
+    optimizer: optax.GradientTransformation,
+    x_train,
+    y_train,
+    x_val=None,
+    y_val=None,
+    *,
+    epochs: int,
+    batch_size: int,
+    seed: int = 0,
+    l2: float = 0.0,
+    sampling: str = "shuffle",
+    target_loss: float | None = None,
+    eval_every: int | None = None,
+    eval_batch_size: int = 1000,
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    train_state: TrainState | None = None,
+    progress: bool = True,
+    mesh: Mesh | None = None,
+) -> FitResult:
+    """Train ``net`` with minibatch steps; evaluate after each epoch; keep the best parameters.
+
+    Each epoch takes ``steps_per_epoch`` steps of ``make_train_step``'s computation:
+
+    - ``sampling="shuffle"``: a fresh permutation per epoch, ``ceil(N / batch_size)`` steps, every
+      example once; a short last batch is padded and masked (left out of the loss and of the
+      batch-norm statistics), so every step has the same shape.
+    - ``sampling="random"``: the textbooks' mode: ``max(N // batch_size, 1)`` steps, each on
+      ``batch_size`` distinct rows drawn at random independently of the other steps (the
+      textbooks' ``np.random.choice(N, batch_size)`` draws with replacement; we do not repeat a
+      row inside a batch).
+
+    After each epoch the net is evaluated (evaluation mode) on the whole training set and on the
+    validation set; a checkpoint is written atomically to ``checkpoint_dir/checkpoint.npz``.
+
+    Args:
+      net: the network configuration.
+      optimizer: an optax gradient transformation, e.g. ``optax.adam(1e-3)``.
+      x_train: ``(N, D)`` or ``(N, ...)`` floating inputs (NumPy or JAX).
+      y_train: ``(N,)`` integer labels in ``[0, net.num_classes)``.
+      x_val, y_val: optional validation set (both or neither).
+      epochs: total number of epochs (including those done before a resume), >= 0.
+      batch_size: rows per step, >= 1 (<= N with ``sampling="random"``).
+      seed: non-negative int < 2**32: initial parameters and dropout (``jax.random.key(seed)``,
+        unless ``train_state`` is given) and the batch order.
+      l2: L2 strength on the weights (``0.5 * l2 * sum W^2``), >= 0.
+      sampling: ``"shuffle"`` or ``"random"`` (see above).
+      target_loss: stop as soon as the monitored loss (validation data loss, or training data
+        loss without validation data) is <= this; checked after every epoch and every
+        ``eval_every`` steps.
+      eval_every: also evaluate the monitored set every this many steps (``TrainState.step``
+        multiples) and record it in ``history.checks``; None: only after each epoch.
+      eval_batch_size: batch size of the evaluation passes.
+      checkpoint_dir: where to write ``checkpoint.npz`` after each epoch; None: no checkpoints.
+      resume: continue from ``checkpoint_dir/checkpoint.npz`` if it exists (else start fresh).
+        The checkpoint must come from a run with the same net, data sizes and settings (only
+        ``epochs`` may differ); the continued run equals the uninterrupted one bit for bit.
+      train_state: optional initial ``TrainState`` (copied, never donated); default
+        ``init_train_state(net, optimizer, jax.random.key(seed), D)``.
+      progress: show a tqdm progress bar (if tqdm is installed).
+      mesh: a 1-D device mesh (``jaxbn.parallel.data_mesh``) to train data-parallel on: each
+        batch is split across the devices (padded with masked rows to fit), the training set and
+        the train state are replicated, and batch-norm statistics are those of the whole batch,
+        so the run matches the single-device one up to float round-off.
+
+    Returns:
+      A ``FitResult(train_state, history, best_params, best_state)``.
+
+    Raises:
+      NonFiniteLossError: the training loss became NaN or Inf (names the first such step).
+      ValueError, TypeError: invalid arguments (naming the argument and the value received), or a
+        checkpoint that does not match this run.
+    """
+    net, optimizer = _checks.net(net), _checks.optimizer(optimizer)
+    l2 = _checks.nonneg_finite("l2", l2)
+    plan = make_plan(
+        net,
+        x_train,
+        y_train,
+        x_val,
+        y_val,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        l2=l2,
+        sampling=sampling,
+        target_loss=target_loss,
+        eval_every=eval_every,
+        eval_batch_size=eval_batch_size,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+    )
+    ts, history, best = _start(plan, net, optimizer, train_state, resume)
+
+    run_step = indexed_step_runner(net, optimizer, l2)
+    x_dev, y_dev = jnp.asarray(plan.x_host), jnp.asarray(plan.y_host.astype(np.int32))
+    if mesh is not None:
+        run_step = parallel.indexed_step_runner(net, optimizer, l2, mesh)
+        ts, x_dev, y_dev = parallel.replicate(mesh, (ts, x_dev, y_dev))
+
+    start_epoch = history.epochs_done if history.stopped_at_step is None else plan.epochs
+    total, done = plan.epochs * plan.steps_per_epoch, min(start_epoch, plan.epochs)
+    bar = _make_bar(progress, total, done * plan.steps_per_epoch)
+    try:
+        for epoch in range(start_epoch, plan.epochs):
+            ts = _train_epoch(plan, net, ts, run_step, x_dev, y_dev, epoch, history, bar)
+            best = _close_epoch(plan, net, ts, epoch, history, best, bar)
+            if history.stopped_at_step is not None:
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    if best.params is None:
+        best = _Best(_copy(ts.params), _copy(ts.state))
+    return FitResult(
+        train_state=ts, history=history, best_params=best.params, best_state=best.state
+    )
+
+
+def _start(plan: Plan, net, optimizer, train_state, resume: bool):
+    """The initial (or given, or resumed) train state, history and best parameters."""
+    if train_state is None:
+        input_dim = math.prod(plan.x_host.shape[1:])
+        ts = compiled_init(net, optimizer, jax.random.key(plan.seed), input_dim)
+    else:
+        if not isinstance(train_state, TrainState):
+            raise TypeError(f"train_state must be a TrainState, got {type(train_state).__name__}")
+        net._check_tree(train_state.params, train_state.state)
+        ts = _copy(train_state)
+    history, best = History(), _Best(None, None)
+    if resume and plan.ckpt_path is not None and os.path.exists(plan.ckpt_path):
+        ckpt = load_checkpoint(plan.ckpt_path, ts)
+        saved = ckpt.meta["config"]
+        diff = sorted(
+            k for k in set(plan.config) | set(saved) if plan.config.get(k) != saved.get(k)
+        )
+        if diff:
+            detail = ", ".join(
+                f"{k}: checkpoint {saved.get(k)!r}, now {plan.config.get(k)!r}" for k in diff
+            )
+            raise ValueError(
+                f"checkpoint {plan.ckpt_path!r} was written by a different run ({detail})"
+            )
+        ts, best = ckpt.train_state, _Best(ckpt.best_params, ckpt.best_state)
+        history = History.from_dict(ckpt.meta["history"])
+    return ts, history, best
+
+
+def _monitored(plan: Plan, net, ts) -> dict[str, float]:
+    """Evaluate the monitored set: the validation set, or the training set without one."""
+    x, y = plan.val if plan.val is not None else (plan.x_host, plan.y_host)
+    return evaluate(net, ts.params, ts.state, x, y, batch_size=plan.eval_batch_size)
+
+
+def _train_epoch(plan: Plan, net, ts, run_step, x_dev, y_dev, epoch, history, bar):
+    """Take one epoch's steps (stopping early at ``target_loss``); return the new train state."""
+    steps = plan.steps_per_epoch
+    order, last_real = epoch_order(
+        plan.seed, epoch, plan.x_host.shape[0], plan.batch_size, plan.sampling, steps
+    )
+    last_mask = None if last_real == plan.batch_size else np.arange(plan.batch_size) < last_real
+    step0 = int(ts.step)
+    pending: list = []
+    t0 = time.perf_counter()
+    for b in range(steps):
+        mask = last_mask if b == steps - 1 else None
+        ts, metrics = run_step(ts, x_dev, y_dev, order[b], mask)
+        pending.append(metrics["loss"])
+        done = step0 + b + 1
+        check = plan.eval_every is not None and done % plan.eval_every == 0
+        if len(pending) == _SYNC_EVERY or b == steps - 1 or check:
+            first = done - len(pending)
+            losses = [float(v) for v in jax.device_get(pending)]
+            pending = []
+            for j, v in enumerate(losses):
+                if not math.isfinite(v):
+                    s = first + j
+                    raise NonFiniteLossError(s, epoch + 1, s - step0 + 1, steps, v)
+            history.step_loss.extend(losses)
+            if bar is not None:
+                bar.update(len(losses))
+                bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}")
+        if check and b < steps - 1:
+            m = _monitored(plan, net, ts)
+            history.checks.append({"step": done, **m})
+            if plan.target_loss is not None and m["loss"] <= plan.target_loss:
+                history.stopped_at_step = done
+                break
+    jax.block_until_ready(ts)
+    history.epoch_seconds.append(time.perf_counter() - t0)
+    history.epoch_steps.append(int(ts.step))
+    return ts
+
+
+def _close_epoch(plan: Plan, net, ts, epoch, history, best: _Best, bar) -> _Best:
+    """Evaluate after an epoch, keep the best parameters, check the target, save a checkpoint."""
+    t0 = time.perf_counter()
+    tr = evaluate(
+        net, ts.params, ts.state, plan.x_host, plan.y_host, batch_size=plan.eval_batch_size
+    )
+    history.train_loss.append(tr["loss"])
+    history.train_accuracy.append(tr["accuracy"])
+    monitored = tr
+    if plan.val is not None:
+        va = _monitored(plan, net, ts)
+        history.val_loss.append(va["loss"])
+        history.val_accuracy.append(va["accuracy"])
+        monitored = va
+        if history.best_val_accuracy is None or va["accuracy"] > history.best_val_accuracy:
+            history.best_epoch, history.best_val_accuracy = epoch + 1, va["accuracy"]
+            best = _Best(_copy(ts.params), _copy(ts.state))
+    else:
+        best = _Best(_copy(ts.params), _copy(ts.state))
+    done = int(ts.step)
+    checked = bool(history.checks) and history.checks[-1]["step"] == done
+    if plan.eval_every is not None and done % plan.eval_every == 0 and not checked:
+        history.checks.append({"step": done, **monitored})
+    if (
+        history.stopped_at_step is None
+        and plan.target_loss is not None
+        and monitored["loss"] <= plan.target_loss
+    ):
+        history.stopped_at_step = done
+    history.eval_seconds.append(time.perf_counter() - t0)
+    if bar is not None:
+        val_acc = {} if plan.val is None else {"val_acc": f"{history.val_accuracy[-1]:.4f}"}
+        bar.set_postfix(epoch=epoch + 1, loss=f"{history.step_loss[-1]:.4f}", **val_acc)
+    if plan.ckpt_path is not None:
+        meta = {"config": plan.config, "history": history.to_dict()}
+        save_checkpoint(plan.ckpt_path, Checkpoint(ts, best.params, best.state, meta))
+    return best
+
+
+def _copy(tree):
+    """Copy every array (new buffers, so donating the original leaves the copy intact)."""
+    return jax.tree.map(lambda a: jax.device_put(a, may_alias=False), tree)
+
+
+def _make_bar(progress: bool, total: int, initial: int):
+    if not progress:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # tqdm is optional: no bar without it
+        return None
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
