@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import secrets
 import shutil
 import tarfile
 import tempfile
@@ -20,6 +19,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from jaxbn._io import atomic_open
 from jaxbn.data.errors import DatasetError, DatasetNotFoundError, file_error
 from jaxbn.data.paths import DATA_ENV
 from jaxbn.data.sources import MIRROR_ENV, RemoteSource, resolve_mirrors
@@ -59,20 +59,6 @@ def _progress_bar(total: int | None, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=False)
 
 
-def _fsync_dir(directory: Path) -> None:
-    # Make the rename durable; not every platform lets a directory be opened.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def download_file(
     url: str,
     dest: str | os.PathLike[str],
@@ -106,40 +92,29 @@ def download_file(
       http.client.HTTPException: if the server breaks the protocol (e.g. a truncated body).
     """
     dest = Path(dest)
-    tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(6)}.part")
     h = hashlib.sha256()
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "xb") as out:
-                header = resp.headers.get("Content-Length")
-                announced = int(header) if header and header.isdigit() else None
-                bar = _progress_bar(announced or size, dest.name, progress)
-                received = 0
-                try:
-                    while chunk := resp.read(_CHUNK):
-                        out.write(chunk)
-                        h.update(chunk)
-                        received += len(chunk)
-                        if bar is not None:
-                            bar.update(len(chunk))
-                finally:
-                    if bar is not None:
-                        bar.close()
-                if announced is not None and received != announced:
-                    raise ConnectionError(
-                        f"{url}: transfer truncated: received {received} of {announced} bytes"
-                    )
-                out.flush()
-                os.fsync(out.fileno())
+    with urllib.request.urlopen(url, timeout=timeout) as resp, atomic_open(dest) as out:
+        header = resp.headers.get("Content-Length")
+        announced = int(header) if header and header.isdigit() else None
+        bar = _progress_bar(announced or size, dest.name, progress)
+        received = 0
+        try:
+            while chunk := resp.read(_CHUNK):
+                out.write(chunk)
+                h.update(chunk)
+                received += len(chunk)
+                if bar is not None:
+                    bar.update(len(chunk))
+        finally:
+            if bar is not None:
+                bar.close()
+        if announced is not None and received != announced:
+            raise ConnectionError(
+                f"{url}: transfer truncated: received {received} of {announced} bytes"
+            )
         digest = h.hexdigest()
-        if digest != sha256.lower():
+        if digest != sha256.lower():  # raising here discards the file: dest stays untouched
             raise ChecksumError(f"{url}: sha256 mismatch: expected {sha256}, got {digest}")
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(dest.parent)
     return dest
 
 
