@@ -21,8 +21,14 @@ from benchmarks.numpy_ref import EPS, MOMENTUM, np_bn_backward, np_bn_forward
 from benchmarks.report import optional_import
 
 REFERENCE = "jaxbn closed_form"
-JAX_PEERS = ("jax autodiff (plain jnp)", "flax.linen.BatchNorm", "haiku.BatchNorm")
-JAX_PEERS += ("equinox.nn.BatchNorm",)
+AUTODIFF = "jax autodiff (plain jnp)"
+# The JAX peers: the package --peers names -> the name shown in the tables.
+JAX_PEER_NAMES = {
+    "flax": "flax.linen.BatchNorm",
+    "haiku": "haiku.BatchNorm",
+    "equinox": "equinox.nn.BatchNorm",
+}
+JAX_PEERS = (AUTODIFF, *JAX_PEER_NAMES.values())
 
 
 class Problem(NamedTuple):
@@ -199,11 +205,11 @@ def numpy_competitor(p: Problem) -> Competitor:
 
 def op_competitors(p: Problem, peers, missing) -> dict[str, Competitor]:
     out = {f"jaxbn {bw}": jaxbn_competitor(p, bw) for bw in jaxbn.BACKWARDS}
-    out["jax autodiff (plain jnp)"] = plain_jnp_competitor(p)
-    jax_peers = {"flax": flax_competitor, "haiku": haiku_competitor, "equinox": equinox_competitor}
-    for key, make in jax_peers.items():
+    out[AUTODIFF] = plain_jnp_competitor(p)
+    makers = {"flax": flax_competitor, "haiku": haiku_competitor, "equinox": equinox_competitor}
+    for key, make in makers.items():
         if key in peers and (comp := make(p, missing)) is not None:
-            out[JAX_PEERS[1 + list(jax_peers).index(key)]] = comp
+            out[JAX_PEER_NAMES[key]] = comp
     if "torch" in peers and (named := torch_competitor(p, missing)) is not None:
         out[named[0]] = named[1]
     out["NumPy closed form"] = numpy_competitor(p)

@@ -84,6 +84,21 @@ def load_average() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
+def busy(factor: float = 1.5) -> str | None:
+    """Why timings taken now cannot carry a verdict (other work holds the cores), or None.
+
+    Busy means a 1-minute load average above ``factor`` x the number of cores, measured before
+    the benchmark itself starts.
+    """
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    return f"busy machine: load {load:.1f} on {cores} cores" if load > factor * cores else None
+
+
+def busy_note(reason: str | None) -> list[str]:
+    """The note a report carries when ``busy()`` gave a reason: [] otherwise."""
+    return [f"{reason}: other work shared the cores, so timings get no verdict"] if reason else []
+
+
 def keep_freed_pages() -> str:
     """Make glibc's malloc keep freed memory (no mmap for big blocks, no trimming of the heap).
 

@@ -33,12 +33,21 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
     return "\n".join(lines) + "\n"
 
 
-def verdict(met: bool | None, runs: int, *, quick: bool) -> str:
-    """'met' / 'NOT met' when the measurement can carry one, else why there is none."""
+def verdict(met: bool | None, runs: int, *, quick: bool, busy: str | None = None) -> str:
+    """'met' / 'NOT met' when the measurement can carry one, else why there is none.
+
+    Args:
+      met: whether the target is met; None when it does not apply.
+      runs: the fewest timed rounds of the competitors involved.
+      quick: a --quick run (never a verdict).
+      busy: why the machine was too busy to trust a timing (see ``machine.busy``), or None.
+    """
     if met is None:
         return "n/a"
     if quick:
         return "no verdict (--quick)"
+    if busy:
+        return f"no verdict ({busy})"
     if runs < VERDICT_MIN_RUNS:
         return f"no verdict ({runs} runs < {VERDICT_MIN_RUNS})"
     return "met" if met else "NOT met"

@@ -79,6 +79,8 @@ def test_peers_op_targets_give_verdicts_only_with_enough_runs():
     assert _verdicts({"targets": peers_op.targets([good], quick=False)}) == ["met"] * 3
     slow = _op_result(runs=VERDICT_MIN_RUNS, flax_ratio=0.9, new_residuals=4096)
     assert _verdicts({"targets": peers_op.targets([slow], quick=False)}) == ["NOT met"] * 3
+    busy = _verdicts({"targets": peers_op.targets([good], quick=False, busy="load 9")})
+    assert busy == ["no verdict (load 9)"] * 2 + ["met"]  # the memory count keeps its verdict
     few = _op_result(runs=VERDICT_MIN_RUNS - 1, flax_ratio=1.5, new_residuals=32)
     assert all(
         "no verdict" in v for v in _verdicts({"targets": peers_op.targets([few], quick=False)})
@@ -109,3 +111,12 @@ def test_bandwidth_bounds_on_cpu_use_the_best_measurement():
     else:
         assert machine.bandwidth_bounds(bandwidth) == {"host": 20.0, "device": 15.0}
     assert machine.bandwidth_bounds(bandwidth, peak_gbps=4800.0)["device"] == 4800.0
+
+
+def test_busy_means_a_load_above_the_cores(monkeypatch):
+    monkeypatch.setattr(machine.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(machine.os, "getloadavg", lambda: (3.5, 1.0, 1.0))
+    assert machine.busy() == "busy machine: load 3.5 on 2 cores"
+    assert machine.busy_note(machine.busy())[0].startswith("busy machine")
+    monkeypatch.setattr(machine.os, "getloadavg", lambda: (2.5, 9.0, 9.0))
+    assert machine.busy() is None and machine.busy_note(None) == []

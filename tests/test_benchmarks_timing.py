@@ -58,12 +58,15 @@ def test_parse_shape_and_its_errors():
             parse_shape(bad)
 
 
-def test_verdicts_need_enough_runs_and_never_come_from_quick():
+def test_verdicts_need_enough_runs_an_idle_machine_and_never_come_from_quick():
     assert verdict(True, VERDICT_MIN_RUNS, quick=False) == "met"
     assert verdict(False, VERDICT_MIN_RUNS, quick=False) == "NOT met"
     assert "no verdict" in verdict(False, VERDICT_MIN_RUNS - 1, quick=False)
     assert verdict(False, 10**6, quick=True) == "no verdict (--quick)"
     assert verdict(None, 10**6, quick=False) == "n/a"
+    assert verdict(True, 10**6, quick=False, busy="load 9 on 2 cores") == (
+        "no verdict (load 9 on 2 cores)"
+    )
 
 
 def test_markdown_table():
