@@ -23,6 +23,7 @@ __all__ = [
     "Timing",
     "compiled_kernels",
     "compiled_memory",
+    "count_kernels",
     "residual_bytes",
     "time_interleaved",
 ]
@@ -135,16 +136,25 @@ def compiled_memory(fn: Callable, *args, **kwargs) -> dict[str, int]:
 _NOT_KERNELS = frozenset({"parameter", "constant", "tuple", "get-tuple-element", "bitcast"})
 
 
-def compiled_kernels(fn: Callable, *args, **kwargs) -> int:
-    """Number of kernels (fusions, library calls, copies...) one call of ``jax.jit(fn)`` launches.
+def count_kernels(hlo_text: str) -> int:
+    """Kernels (fusions, library calls, copies...) in the entry computation of optimized HLO text.
 
-    Counted in the entry computation of the optimized HLO. Each launch costs a roughly fixed
-    overhead, which dominates the run time of small shapes. ``fn`` may already be jitted.
+    Parameters, constants, tuples and bitcasts launch nothing and are not counted. An op whose
+    result is a tuple (a multi-output fusion) counts once.
     """
-    text = _compiled(fn, *args, **kwargs).as_text()
-    entry = text[text.index("\nENTRY") :].split("\n}", 1)[0]
-    ops = re.findall(r"^\s+(?:ROOT )?%\S+ = \S+ ([\w-]+)\(", entry, flags=re.MULTILINE)
+    entry = hlo_text[hlo_text.index("\nENTRY") :].split("\n}", 1)[0]
+    pattern = r"^\s+(?:ROOT )?%\S+ = (?:\(.*?\)|\S+) ([\w-]+)\("
+    ops = re.findall(pattern, entry, flags=re.MULTILINE)
     return sum(op not in _NOT_KERNELS for op in ops)
+
+
+def compiled_kernels(fn: Callable, *args, **kwargs) -> int:
+    """Number of kernels one call of ``jax.jit(fn)`` launches (see ``count_kernels``).
+
+    Each launch costs a roughly fixed overhead, which dominates the run time of small shapes.
+    ``fn`` may already be jitted.
+    """
+    return count_kernels(_compiled(fn, *args, **kwargs).as_text())
 
 
 def residual_bytes(fn: Callable, *args: jax.Array) -> dict[str, int]:

@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 
 from benchmarks.report import VERDICT_MIN_RUNS, markdown_table, parse_shape, verdict
-from benchmarks.timing import compiled_kernels, compiled_memory, residual_bytes, time_interleaved
+from benchmarks.timing import (
+    compiled_kernels,
+    compiled_memory,
+    count_kernels,
+    residual_bytes,
+    time_interleaved,
+)
 
 
 def test_time_interleaved_times_every_callable_and_orders_quartiles():
@@ -48,6 +54,31 @@ def test_compiled_memory_and_kernels_read_the_compiled_program():
     memory = compiled_memory(lambda x: jnp.tanh(x) @ x, x)
     assert memory["argument"] == x.nbytes and memory["output"] == x.nbytes
     assert compiled_kernels(lambda x: jnp.tanh(x) @ x, x) >= 1
+
+
+HLO = """HloModule m
+
+%fused (p: f32[4]) -> f32[4] {
+  %p = f32[4]{0} parameter(0)
+  ROOT %n = f32[4]{0} negate(%p)
+}
+
+ENTRY %main (x: f32[4]) -> (f32[4], f32[4]) {
+  %x = f32[4]{0} parameter(0)
+  %c = f32[] constant(0)
+  %f = f32[4]{0} fusion(%x), kind=kLoop, calls=%fused
+  %m = (f32[4]{0}, /*index=1*/f32[4]{0}) fusion(%x, %f), kind=kLoop, calls=%fused
+  %g = f32[4]{0} get-tuple-element(%m), index=0
+  %k = f32[4]{0} copy(%g)
+  ROOT %t = (f32[4]{0}, f32[4]{0}) tuple(%f, %k)
+}
+"""
+
+
+def test_count_kernels_counts_launches_of_the_entry_only():
+    # Two fusions (one with a tuple result) and a copy; the fused computation's negate is
+    # inside a kernel, and parameters, constants, tuples and get-tuple-element launch nothing.
+    assert count_kernels(HLO) == 3
 
 
 def test_parse_shape_and_its_errors():
