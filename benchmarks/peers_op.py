@@ -59,9 +59,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 if __name__ == "__main__":
     parse_args()  # answer --help and reject bad flags before JAX loads
 
-import os
-
-import jax
 
 from benchmarks import machine
 from benchmarks.competitors import (
@@ -239,8 +236,6 @@ def main(argv=None) -> dict:
         "targets": targets(op, quick=args.quick, busy=config["busy"]),
         "notes": notes + sorted(missing.values()) + busy_note(config["busy"]),
         "load_after": machine.load_average(),
-        "pid": os.getpid(),
-        "backend": jax.default_backend(),
     }
     text = render(results)
     print("\n" + markdown_table(["target", "measured", "verdict"], results["targets"]))
