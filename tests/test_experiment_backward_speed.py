@@ -3,17 +3,16 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import load_experiment
 
 SCRIPT = Path(__file__).parents[1] / "experiments" / "backward_speed.py"
 
 
-def load_script():
-    return load_experiment(SCRIPT)
-
-
-def test_backward_speed_writes_results(tmp_path):
-    results = load_script().main(
+@pytest.mark.slow
+def test_backward_speed_writes_results(tmp_path, capsys):
+    results = load_experiment(SCRIPT).main(
         ["--out-dir", str(tmp_path), "--shapes", "nhwc:2x3x3x4", "--budget", "0.05"]
     )
     data = json.loads((tmp_path / "results.json").read_text())
@@ -24,8 +23,10 @@ def test_backward_speed_writes_results(tmp_path):
         assert all(t > 0 for t in row["median_s"].values())
         assert row["rel_diff_float64"]["staged"]["dx"] < 1e-12
         # The closed form keeps x itself and O(features) for the backward: no new full-size buffer.
-        assert row["memory"]["closed_form"]["residuals"]["largest_new"] < row["input_bytes"]
+        assert row["residuals"]["closed_form"]["largest_new"] < row["input_bytes"]
     md = (tmp_path / "results.md").read_text()
     # One timing row per shape, plus one difference row per shape and dtype.
     assert md.count("\n| NHWC (2, 3, 3, 4) |") == 3
     assert "\n| NHWC (2, 3, 3, 4) | float64 |" in md
+    out = capsys.readouterr().out
+    assert all(str(tmp_path / n) in out for n in ("config.json", "results.json", "results.md"))
