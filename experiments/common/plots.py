@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 try:
@@ -14,6 +15,7 @@ except ImportError as err:  # pragma: no cover - depends on the environment
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 
 from jaxbn._io import atomic_write_bytes
 
@@ -29,3 +31,30 @@ def save_figure(fig, path: Path, *, dpi: int = 110) -> Path:
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def weight_sweep_grid(stds, acc: dict, title: str, labels: dict):
+    """E1's grid: one panel per std, BN solid, no-BN dashed; a min-max band over seeds."""
+    n, cols = len(stds), min(4, len(stds))
+    fig, axes = plt.subplots(
+        math.ceil(n / cols), cols, figsize=(2.6 * cols, 2.0 * math.ceil(n / cols) + 0.6),
+        sharex=True, sharey=True, squeeze=False)  # fmt: skip
+    epochs = np.arange(acc["batchnorm"].shape[-1])
+    for i, ax in enumerate(axes.flat):
+        if i >= n:
+            ax.set_axis_off()
+            continue
+        for name, color, ls in (("batchnorm", "C0", "-"), ("none", "C1", "--")):
+            a = acc[name][:, i]  # (seeds, E + 1)
+            ax.plot(epochs, a.mean(0), color=color, linestyle=ls, label=labels[name])
+            if a.shape[0] > 1:
+                ax.fill_between(epochs, a.min(0), a.max(0), color=color, alpha=0.25, lw=0)
+        ax.set(title=f"std = {stds[i]:.2g}", ylim=(0, 1), ylabel="train accuracy" * (i % cols == 0),
+               xlabel="epoch" * (i >= n - cols))  # fmt: skip
+        ax.title.set_fontsize(9)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=9)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, bbox_to_anchor=(0.5, -0.01))
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    return fig

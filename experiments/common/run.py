@@ -12,8 +12,6 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from jaxbn._io import atomic_write_text, write_json
-
 FIGURES_DIR = Path(__file__).parents[1] / "figures"
 
 
@@ -47,6 +45,19 @@ def load_average() -> tuple[float, float, float]:
         return os.getloadavg()
     except (AttributeError, OSError):
         return (math.nan,) * 3
+
+
+def write_json(path: Path, obj) -> Path:
+    """Write ``obj`` as indented JSON, atomically (jaxbn's writer: temp file, then rename)."""
+    from jaxbn._io import write_json as atomic_write_json  # jaxbn imports jax: not before --help
+
+    return atomic_write_json(path, obj)
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    from jaxbn._io import atomic_write_text as write  # jaxbn imports jax: not before --help
+
+    return write(path, text)
 
 
 def _environment() -> dict:
