@@ -53,8 +53,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     add("--bn-eps", type=float, default=1e-5, help="batch norm eps (the textbook: 1e-6)")
     add("--bn-momentum", type=float, default=0.9, help="weight of the OLD running stat")
     add("--bn-running-var-init", type=float, default=1.0, help="jaxbn 1, the textbook 0")
-    add("--bn-accuracy", default="running", choices=("running", "batch"),
-        help="BN accuracy with running (the textbook) or batch statistics")  # fmt: skip
+    add(
+        "--bn-accuracy",
+        default="running",
+        choices=("running", "batch"),
+        help="BN accuracy with running (the textbook) or batch statistics",
+    )
     add("--seeds", type=int, default=1, help="repeat with seeds seed, seed+1, ...")
     add("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
@@ -87,8 +91,14 @@ def load_data(args):
     if name == "auto":
         name = "mnist" if args.data_dir is not None else "mnist_embedded"
     embedded = name in ("mnist_embedded", "digits")  # sorted by class: a seeded random subset
-    ds = load_dataset(name, args.data_dir, val_size=0, test_size=0 if embedded else None,
-                      seed=args.seed, n_train=args.n_train)  # fmt: skip
+    ds = load_dataset(
+        name,
+        args.data_dir,
+        val_size=0,
+        test_size=0 if embedded else None,
+        seed=args.seed,
+        n_train=args.n_train,
+    )
     if embedded:
         what = f"{args.n_train:,} images drawn at random (seed {args.seed}) from the {ds.source}"
         if args.dataset == "auto":
@@ -105,17 +115,24 @@ def init_params(net, stds, weights, input_dim: int, *, running_var: float = 1.0)
     params_t, state_t = jax.eval_shape(lambda k: net.init(k, input_dim), jax.random.key(0))
     n, s = len(stds), np.asarray(stds, np.float32)[:, None, None]
     params = [
-        {k: s * z[None] if k == "W" else (np.ones if k == "gamma" else np.zeros)(
-            (n, *leaf.shape), leaf.dtype) for k, leaf in layer.items()}
+        {
+            k: s * z[None]
+            if k == "W"
+            else (np.ones if k == "gamma" else np.zeros)((n, *leaf.shape), leaf.dtype)
+            for k, leaf in layer.items()
+        }
         for layer, z in zip(params_t, weights, strict=True)
-    ]  # fmt: skip
+    ]
     state = [
-        None if st is None else jaxbn.BatchNormState(
+        None
+        if st is None
+        else jaxbn.BatchNormState(
             mean=np.zeros((n, *st.mean.shape), st.mean.dtype),
             var=np.full((n, *st.var.shape), running_var, st.var.dtype),
-            count=np.zeros((n,), st.count.dtype))
+            count=np.zeros((n,), st.count.dtype),
+        )
         for st in state_t
-    ]  # fmt: skip
+    ]
     return params, state
 
 
@@ -131,11 +148,18 @@ def render_table(stds, acc, diverged, t, args, data_line) -> str:
         hits = np.flatnonzero(acc[name][:, i].mean(0) >= 0.5)
         return str(hits[0]) if hits.size else "never"
 
-    rows = [[f"{s:.3g}", *(final(n, i) for n in NETS), *(first(n, i) for n in NETS)]
-            for i, s in enumerate(stds)]  # fmt: skip
+    rows = [
+        [f"{s:.3g}", *(final(n, i) for n in NETS), *(first(n, i) for n in NETS)]
+        for i, s in enumerate(stds)
+    ]
     w = "" if seeds == 1 else f", mean [min, max] over {seeds} seeds"
-    header = ["weight std", f"BN: final train accuracy{w}", f"no BN: final train accuracy{w}",
-              "BN: first epoch >= 0.5", "no BN: first epoch >= 0.5"]  # fmt: skip
+    header = [
+        "weight std",
+        f"BN: final train accuracy{w}",
+        f"no BN: final train accuracy{w}",
+        "BN: first epoch >= 0.5",
+        "no BN: first epoch >= 0.5",
+    ]
     mode = "evaluation mode (running" if args.bn_accuracy == "running" else "training mode (batch"
     return (
         f"# E1: weight-scale sweep, {args.epochs} epochs of {args.steps_per_epoch} steps\n\n"
@@ -167,10 +191,17 @@ def main(argv=None):
     x, y, data_line = load_data(args)
     print(f"data: {data_line}", flush=True)
     dims, opt = [x.shape[1], *args.hidden_dims, 10], optax.sgd(args.lr)
-    nets = {n: jaxbn.FullyConnectedNet(tuple(args.hidden_dims), 10, activation=args.activation,
-                                       normalization=None if n == "none" else n,
-                                       momentum=args.bn_momentum, eps=args.bn_eps)
-            for n in NETS}  # fmt: skip
+    nets = {
+        n: jaxbn.FullyConnectedNet(
+            tuple(args.hidden_dims),
+            10,
+            activation=args.activation,
+            normalization=None if n == "none" else n,
+            momentum=args.bn_momentum,
+            eps=args.bn_eps,
+        )
+        for n in NETS
+    }
 
     def measure_fn(net):
         def measure(ts, x, y):
@@ -193,19 +224,30 @@ def main(argv=None):
             weights = [rng.standard_normal(d, dtype=np.float32) for d in itertools.pairwise(dims)]
             shape = (args.epochs, args.steps_per_epoch, args.batch_size)
             idx = rng.integers(0, len(x), shape, dtype=np.int32)
-            states = {n: sweep.init_sweep(net, opt, *init_params(
-                net, stds, weights, dims[0], running_var=args.bn_running_var_init))
-                for n, net in nets.items()}  # fmt: skip
+            states = {
+                n: sweep.init_sweep(
+                    net,
+                    opt,
+                    *init_params(net, stds, weights, dims[0], running_var=args.bn_running_var_init),
+                )
+                for n, net in nets.items()
+            }
             res, t = train_seed(compiled, program, states, x, y, idx, bar, seed, 2 * len(stds))
             t_run.append(t)
             for n, (a, loss, batch_loss) in res.items():
                 acc[n].append(a)
                 diverged[n].append(~np.isfinite(loss[:, -1]))
                 for (i, s), e in itertools.product(enumerate(stds), range(args.epochs + 1)):
-                    log.write(seed=seed, normalization=n, std=float(s), epoch=e,
-                              step=e * args.steps_per_epoch, train_accuracy=float(a[i, e]),
-                              train_loss=float(loss[i, e]), batch_loss=None if e == 0
-                              else float(np.mean(batch_loss[i, e - 1])))  # fmt: skip
+                    log.write(
+                        seed=seed,
+                        normalization=n,
+                        std=float(s),
+                        epoch=e,
+                        step=e * args.steps_per_epoch,
+                        train_accuracy=float(a[i, e]),
+                        train_loss=float(loss[i, e]),
+                        batch_loss=None if e == 0 else float(np.mean(batch_loss[i, e - 1])),
+                    )
             for n, label in (("batchnorm", "BN   "), ("none", "no BN")):
                 print(
                     f"seed {seed} final accuracy {label}", *(f"{v:.2f}" for v in res[n][0][:, -1])
@@ -220,9 +262,13 @@ def main(argv=None):
         f"starts at {args.bn_running_var_init:g}, accuracy: {args.bn_accuracy} statistics"
     )
     run.figure("weight_init_sweep.png", plots.weight_sweep_grid(stds, acc, title, LABELS))
-    timing = {"compile_s": compiled[1].wall, "compile_cpu_s": compiled[1].cpu,
-              "run_s": sum(t.wall for t in t_run), "run_cpu_s": sum(t.cpu for t in t_run),
-              "backend": f"{jax.default_backend()} x{len(jax.devices())}"}  # fmt: skip
+    timing = {
+        "compile_s": compiled[1].wall,
+        "compile_cpu_s": compiled[1].cpu,
+        "run_s": sum(t.wall for t in t_run),
+        "run_cpu_s": sum(t.cpu for t in t_run),
+        "backend": f"{jax.default_backend()} x{len(jax.devices())}",
+    }
     final = {n: acc[n][:, :, -1].tolist() for n in NETS}
     run.json("summary.json", {"stds": stds.tolist(), "final_accuracy": final, "timing": timing})
     table = render_table(stds, acc, diverged, timing, args, data_line)
