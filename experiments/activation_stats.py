@@ -47,10 +47,7 @@ def parse_init(text: str) -> str | float:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    common.add_common_args(p, out_dir="runs/activation_stats")  # --data-dir: unused (synthetic)
+    p = common.parser(__doc__, out_dir="runs/activation_stats")
     add = p.add_argument
     add("--examples", type=int, default=1000, help="N, rows of the Gaussian input")
     add("--input-dim", type=int, default=500, help="D, input features")
@@ -65,7 +62,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     add("--symmetry-depth", type=int, default=3, help="layers of the symmetry check")
     add("--symmetry-lr", type=float, default=0.1)
     add("--dpi", type=int, default=80)
-    add("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     for name in (
         "examples",
@@ -87,14 +83,13 @@ if __name__ == "__main__":
     parse_args()  # --help and bad flags answer here, before the slow imports below
 
 import itertools
-from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import jaxbn
-from experiments.common import plots
+from experiments.common import plots, reports
 from jaxbn import diagnostics
 
 
@@ -152,25 +147,6 @@ def net_and_params(init, dims, num_classes, activation, batchnorm, eps, seed):
     return net, params, state
 
 
-@partial(jax.jit, static_argnums=0)
-def symmetry_step(net, params, state, x, labels, lr):
-    """One full-batch SGD step of the weights (biases, gamma, beta stay); and how far apart the
-    units of a layer are: ``[activation spread, gradient spread, max |h|, max |dW|]`` over the
-    hidden layers, a spread being the largest ``|a[:, j] - a[:, 0]|`` over units ``j``."""
-    hs, _ = net.hidden(params, state, x, training=True)
-    grads = jax.grad(lambda p: jaxbn.compute_loss(net, p, state, x, labels)[0])(params)
-    dws = [g["W"] for g in grads[:-1]]
-    stats = jnp.stack(
-        [
-            jnp.max(jnp.stack([f(a) for a in arrays]))
-            for arrays in (hs, dws)
-            for f in (lambda a: jnp.max(jnp.abs(a - a[:, :1])), lambda a: jnp.max(jnp.abs(a)))
-        ]
-    )
-    new = [{**p, "W": p["W"] - lr * g["W"]} for p, g in zip(params, grads, strict=True)]
-    return new, stats[jnp.asarray([0, 2, 1, 3])]
-
-
 def symmetry_check(init, x, labels, args, activation, batchnorm) -> np.ndarray:
     """``(steps + 1, 4)`` statistics of ``symmetry_step``, before each step and after the last."""
     dims = [x.shape[1]] + [args.width] * args.symmetry_depth + [10]
@@ -179,63 +155,11 @@ def symmetry_check(init, x, labels, args, activation, batchnorm) -> np.ndarray:
     )
     rows = []
     for _ in range(args.symmetry_steps + 1):
-        params, stats = symmetry_step(net, params, state, x, labels, args.symmetry_lr)
+        params, stats = diagnostics.symmetry_step(
+            net, params, state, x, labels, lr=args.symmetry_lr
+        )
         rows.append(stats)
     return np.stack(jax.device_get(rows))
-
-
-def fmt(v: float) -> str:
-    return f"{v:.3g}" if v != 0 else "0"
-
-
-def render(results, prep, symmetry, args) -> str:
-    header = ["activation", "init", "BN", *[f"layer {i + 1}" for i in range(args.depth)]]
-
-    def table(key):
-        return common.markdown_table(
-            header,
-            [
-                [r["activation"], r["label"], "yes" if r["batchnorm"] else "no", *map(fmt, r[key])]
-                for r in results
-            ],
-        )
-
-    prep_rows = [
-        [
-            k,
-            "[{feature_mean_min:.3g}, {feature_mean_max:.3g}]".format(**d),
-            "[{feature_std_min:.3g}, {feature_std_max:.3g}]".format(**d),
-        ]
-        for k, d in prep.items()
-    ]
-    sym_keys = ("activation_spread", "gradient_spread", "max_abs_activation", "max_abs_gradient")
-    sym_rows = [
-        [
-            s["activation"],
-            s["init"],
-            "yes" if s["batchnorm"] else "no",
-            *(fmt(s[k]) for k in sym_keys),
-        ]
-        for s in symmetry
-    ]
-    return (
-        f"# E5: activation statistics, {args.depth} layers of {args.width} units\n\n"
-        f"Input: {args.examples:,} x {args.input_dim} Gaussian features after the preprocessing "
-        "step (per feature: subtract the mean, divide by the std):\n\n"
-        + common.markdown_table(["input", "feature means in", "feature stds in"], prep_rows)
-        + "\nStandard deviation of each layer's activations (all units and examples):\n\n"
-        + table("std")
-        + "\nMean of each layer's activations:\n\n"
-        + table("mean")
-        + f"\nSymmetry check: {args.symmetry_depth} layers of {args.width} units and a 10-way "
-        f"softmax head, {args.symmetry_steps} steps of full-batch SGD (lr {args.symmetry_lr}) on "
-        f"{args.symmetry_examples} examples with random labels. Spread: the largest difference "
-        "between two units of a layer (activations; weight-gradient columns), over all hidden "
-        "layers and steps. A random init for contrast.\n\n"
-        + common.markdown_table(
-            ["activation", "init", "BN", *(k.replace("_", " ") for k in sym_keys)], sym_rows
-        )
-    )
 
 
 def main(argv=None):
@@ -333,7 +257,7 @@ def main(argv=None):
                     symmetry.append(rec)
                     log.write(kind="symmetry", steps=args.symmetry_steps, **rec)
                     bar.done()
-    run.text("results.md", render(results, prep, symmetry, args))
+    run.text("results.md", reports.activation_stats_report(results, prep, symmetry, args))
     print(f"\nsymmetry check (largest difference between two units, {args.symmetry_steps} steps):")
     for s in symmetry:
         print(

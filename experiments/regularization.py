@@ -30,7 +30,6 @@ train_vs_heldout.png to --out-dir.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -41,10 +40,7 @@ TOYS = ("moons", "circles", "flower")  # jaxbn.data.TOY_NAMES, without importing
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    common.add_common_args(p, out_dir="runs/regularization")
+    p = common.parser(__doc__, out_dir="runs/regularization")
     p.add_argument("--l2", type=float, nargs="*", default=[1e-3, 1e-2, 1e-1], help="reg > 0")
     p.add_argument("--dropout", type=float, nargs="*", default=[0.2, 0.5], help="rates > 0")
     p.add_argument(
@@ -67,20 +63,17 @@ def parse_args(argv=None):
     p.add_argument("--toy-batch-size", type=int, default=25)
     p.add_argument("--toy-epochs", type=int, default=500)
     p.add_argument("--grid", type=int, default=200, help="decision-boundary grid points per axis")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
 
 if __name__ == "__main__":
     parse_args()  # --help and bad flags answer here, before the slow imports below
 
-import time
-
 import numpy as np
 import optax
 
 import jaxbn
-from experiments.common import plots
+from experiments.common import plots, reports
 from jaxbn.data import DatasetNotFoundError, dataset_available, load_dataset, make_toy
 
 
@@ -92,164 +85,58 @@ def settings(args) -> list[tuple[str, float, float]]:
     return out
 
 
-# ---------------------------------------------------------------------------------------- data
-
-
 def load_toy(args):
+    """The 2-D set (``jaxbn.data.make_toy``), standardized with the training mean and std."""
     rng = np.random.default_rng([args.seed, 6])
-    x_train, y_train = make_toy(args.toy, args.toy_train, noise=args.toy_noise, rng=rng)
+    x, y = make_toy(args.toy, args.toy_train, noise=args.toy_noise, rng=rng)
     x_test, y_test = make_toy(args.toy, args.toy_test, noise=args.toy_noise, rng=rng)
-    mean, std = x_train.mean(0), x_train.std(0)
-    return {
-        "name": f"{args.toy} (2-D, noise {args.toy_noise:g})",
-        "source": "generated",
-        "x_train": (x_train - mean) / std,
-        "y_train": y_train,
-        "x_test": (x_test - mean) / std,
-        "y_test": y_test,
-        "num_classes": 2,
-    }
+    mean, std = x.mean(0), x.std(0)
+    name = f"{args.toy} (2-D, noise {args.toy_noise:g})"
+    return dict(name=name, source="generated", x_train=(x - mean) / std, y_train=y,
+                x_test=(x_test - mean) / std, y_test=y_test, num_classes=2)  # fmt: skip
 
 
 def load_digits(args):
+    """n_train digits (a seeded draw) and the held-out set: the MNIST test set, or the 4,000
+    embedded digits left out of the training pool."""
     name = args.dataset
     if name == "auto":
         name = "mnist" if dataset_available("mnist", args.data_dir) else "mnist_embedded"
     try:
         if name == "mnist":
             ds = load_dataset("mnist", args.data_dir, val_size=0, seed=args.seed, n_train=None)
-        else:  # 5,000 digits: 4,000 held out, then the training pool
+        else:
             ds = load_dataset("mnist_embedded", val_size=0, test_size=4000, seed=args.seed)
     except DatasetNotFoundError as err:
         raise SystemExit(f"{err}\n\n--dataset mnist_embedded runs offline.") from err
-    # The first n_train of a seeded permutation of the training pool.
     pick = np.random.default_rng([args.seed, 1]).permutation(len(ds.x_train))[: args.n_train]
-    return {
-        "name": "MNIST" if name == "mnist" else "MNIST (embedded 5,000)",
-        "source": ds.source,
-        "x_train": ds.x_train[pick],
-        "y_train": ds.y_train[pick],
-        "x_test": ds.x_test,
-        "y_test": ds.y_test,
-        "num_classes": 10,
-    }
-
-
-# ------------------------------------------------------------------------------------ training
+    name = "MNIST" if name == "mnist" else "MNIST (embedded 5,000)"
+    return dict(name=name, source=ds.source, x_train=ds.x_train[pick], y_train=ds.y_train[pick],
+                x_test=ds.x_test, y_test=ds.y_test, num_classes=10)  # fmt: skip
 
 
 def train(data, hidden, optimizer, batch_size, epochs, setting, args, log, key):
+    """Fit one setting; the held-out set is monitored for the curves, never used to select."""
     label, l2, rate = setting
     net = jaxbn.FullyConnectedNet(tuple(hidden), data["num_classes"], dropout=rate)
-    t0 = time.perf_counter()
-    result = jaxbn.fit(
-        net,
-        optimizer,
-        data["x_train"],
-        data["y_train"],
-        data["x_test"],  # monitored each epoch for the curves; never used to select anything
-        data["y_test"],
-        epochs=epochs,
-        batch_size=batch_size,
-        seed=args.seed,
-        l2=l2,
-        progress=False,
-    )
-    seconds = time.perf_counter() - t0
+    with common.Timer() as t:
+        result = jaxbn.fit(net, optimizer, data["x_train"], data["y_train"], data["x_test"],
+                           data["y_test"], epochs=epochs, batch_size=batch_size, seed=args.seed,
+                           l2=l2, progress=False)  # fmt: skip
     h = result.history
     for e in range(h.epochs_done):
-        log.write(
-            event="epoch",
-            data=key,
-            setting=label,
-            epoch=e + 1,
-            train_loss=h.train_loss[e],
-            train_accuracy=h.train_accuracy[e],
-            heldout_loss=h.val_loss[e],
-            heldout_accuracy=h.val_accuracy[e],
-        )
-    row = {
-        "data": key,
-        "setting": label,
-        "l2": l2,
-        "dropout": rate,
-        "train_accuracy": h.train_accuracy[-1],
-        "heldout_accuracy": h.val_accuracy[-1],
-        "train_loss": h.train_loss[-1],
-        "heldout_loss": h.val_loss[-1],
-        "best_heldout_accuracy": max(h.val_accuracy),
-        "seconds": seconds,
-    }
+        log.write(event="epoch", data=key, setting=label, epoch=e + 1, train_loss=h.train_loss[e],
+                  train_accuracy=h.train_accuracy[e], heldout_loss=h.val_loss[e],
+                  heldout_accuracy=h.val_accuracy[e])  # fmt: skip
+    row = dict(data=key, setting=label, l2=l2, dropout=rate, train_accuracy=h.train_accuracy[-1],
+               heldout_accuracy=h.val_accuracy[-1], train_loss=h.train_loss[-1],
+               heldout_loss=h.val_loss[-1], best_heldout_accuracy=max(h.val_accuracy),
+               seconds=t.wall)  # fmt: skip
     log.write(event="result", **row)
-    print(
-        f"{key:>6} {label:>12}: train {row['train_accuracy']:.3f}  held-out "
-        f"{row['heldout_accuracy']:.3f}  gap {row['train_accuracy'] - row['heldout_accuracy']:+.3f}"
-        f"  ({seconds:.0f} s)",
-        flush=True,
-    )
+    gap = row["train_accuracy"] - row["heldout_accuracy"]
+    print(f"{key:>6} {label:>12}: train {row['train_accuracy']:.3f}  held-out "
+          f"{row['heldout_accuracy']:.3f}  gap {gap:+.3f}  ({t.wall:.0f} s)")  # fmt: skip
     return row, (net, result.train_state)
-
-
-# ------------------------------------------------------------------------------------- outputs
-
-
-def render(rows, datasets, args) -> str:
-    def pct(a):
-        return f"{100 * a:.1f}%"
-
-    out = ["# E6: L2 and dropout against overfitting\n"]
-    for key, data in datasets.items():
-        m = len(data["x_train"])
-        if key == "digits":
-            setup = (
-                f"784-{'-'.join(map(str, args.digits_hidden))}-10, Adam lr {args.digits_lr}, "
-                f"batch {args.digits_batch_size}, {args.digits_epochs} epochs"
-            )
-        else:
-            setup = (
-                f"2-{'-'.join(map(str, args.toy_hidden))}-2, Adam lr {args.toy_lr}, "
-                f"batch {args.toy_batch_size}, {args.toy_epochs} epochs"
-            )
-        out.append(
-            f"\n## {data['name']}: {m:,} training / {len(data['x_test']):,} held-out examples\n\n"
-            f"Source: {data['source']}. Net {setup}, seed {args.seed}.\n\n"
-        )
-        table = []
-        for r in rows:
-            if r["data"] != key:
-                continue
-            table.append(
-                [
-                    r["setting"],
-                    f"{r['l2']:g}",
-                    f"{r['l2'] * m:g}" if r["l2"] else "0",
-                    f"{1 - r['dropout']:g}",
-                    pct(r["train_accuracy"]),
-                    pct(r["heldout_accuracy"]),
-                    f"{100 * (r['train_accuracy'] - r['heldout_accuracy']):+.1f}",
-                    f"{r['heldout_loss']:.3f}",
-                ]
-            )
-        out.append(
-            common.markdown_table(
-                [
-                    "setting",
-                    "reg (0.5 reg sum W^2)",
-                    "lab's lambda (= reg m)",
-                    "keep_prob",
-                    "train acc",
-                    "held-out acc",
-                    "gap (points)",
-                    "held-out loss",
-                ],
-                table,
-            )
-        )
-    out.append(
-        "\nAccuracies of the final parameters (no early stopping, nothing selected on the "
-        "held-out set). One seed: differences of a point or so are within seed-to-seed noise.\n"
-    )
-    return "".join(out)
 
 
 def main(argv=None):
@@ -287,7 +174,7 @@ def main(argv=None):
             bar.phase("drawing the decision boundaries")
             fig = plots.decision_boundaries(toy_models, datasets["toy"], rows, args.grid)
             run.figure("decision_boundaries.png", fig, dpi=75)
-    run.text("results.md", render(rows, datasets, args))
+    run.text("results.md", reports.regularization_report(rows, datasets, args))
     run.figure("train_vs_heldout.png", plots.train_vs_heldout(rows, datasets), dpi=90)
     print("\nE6 (source: regularization narrows the train/held-out gap and smooths the boundary)")
     for key, data in datasets.items():

@@ -35,10 +35,7 @@ LABELS = {"batchnorm": "with batch norm", "none": "without batch norm"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    common.add_common_args(p, out_dir="runs/weight_init_sweep")
+    p = common.parser(__doc__, out_dir="runs/weight_init_sweep")
     add = p.add_argument
     add("--dataset", default="auto", help="auto: mnist with --data-dir, else mnist_embedded")
     add("--n-train", type=int, default=1000, help="training images")
@@ -60,7 +57,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="BN accuracy with running (the textbook) or batch statistics",
     )
     add("--seeds", type=int, default=1, help="repeat with seeds seed, seed+1, ...")
-    add("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     for name in ("n_train", "batch_size", "epochs", "steps_per_epoch", "num_stds", "seeds"):
         if getattr(args, name) < 1:
@@ -80,7 +76,7 @@ import numpy as np
 import optax
 
 import jaxbn
-from experiments.common import plots
+from experiments.common import plots, reports
 from jaxbn import sweep
 from jaxbn.data import load_dataset
 
@@ -134,41 +130,6 @@ def init_params(net, stds, weights, input_dim: int, *, running_var: float = 1.0)
         for st in state_t
     ]
     return params, state
-
-
-def render_table(stds, acc, diverged, t, args, data_line) -> str:
-    seeds = acc["batchnorm"].shape[0]
-
-    def final(name, i):
-        a, k = acc[name][:, i, -1], int(diverged[name][:, i].sum())
-        text = f"{a[0]:.3f}" if seeds == 1 else f"{a.mean():.3f} [{a.min():.3f}, {a.max():.3f}]"
-        return text + ("" if not k else " (diverged)" if seeds == 1 else f" (diverged {k}/{seeds})")
-
-    def first(name, i):
-        hits = np.flatnonzero(acc[name][:, i].mean(0) >= 0.5)
-        return str(hits[0]) if hits.size else "never"
-
-    rows = [
-        [f"{s:.3g}", *(final(n, i) for n in NETS), *(first(n, i) for n in NETS)]
-        for i, s in enumerate(stds)
-    ]
-    w = "" if seeds == 1 else f", mean [min, max] over {seeds} seeds"
-    header = [
-        "weight std",
-        f"BN: final train accuracy{w}",
-        f"no BN: final train accuracy{w}",
-        "BN: first epoch >= 0.5",
-        "no BN: first epoch >= 0.5",
-    ]
-    mode = "evaluation mode (running" if args.bn_accuracy == "running" else "training mode (batch"
-    return (
-        f"# E1: weight-scale sweep, {args.epochs} epochs of {args.steps_per_epoch} steps\n\n"
-        f"Data: {data_line}. Accuracy on the training images; epoch 0 is before the first step. "
-        f"BN nets measured in {mode} statistics). Diverged: the loss is no longer finite.\n\n"
-        + common.markdown_table(header, rows)
-        + f"\nCompile {t['compile_s']:.1f} s (CPU {t['compile_cpu_s']:.1f} s), run "
-        f"{t['run_s']:.1f} s (CPU {t['run_cpu_s']:.1f} s); {t['backend']}.\n"
-    )
 
 
 def train_seed(compiled, program, states, x, y, idx, bar, seed, k):
@@ -271,7 +232,7 @@ def main(argv=None):
     }
     final = {n: acc[n][:, :, -1].tolist() for n in NETS}
     run.json("summary.json", {"stds": stds.tolist(), "final_accuracy": final, "timing": timing})
-    table = render_table(stds, acc, diverged, timing, args, data_line)
+    table = reports.weight_sweep_report(stds, acc, diverged, timing, args, data_line)
     run.text("results.md", table)
     print(f"\n{table}\n{run.wrote()}")
     return {"stds": stds, "accuracy": acc, "diverged": diverged, "timing": timing}

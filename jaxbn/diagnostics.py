@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from jaxbn.losses import softmax_cross_entropy
 from jaxbn.nn import FullyConnectedNet, Params, State
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "histogram_range",
     "layer_histograms",
     "layer_statistics",
+    "symmetry_step",
 ]
 
 SATURATION = 0.99  # tanh |h| > 0.99, sigmoid h < 0.01 or h > 0.99: the flat ends
@@ -135,3 +137,50 @@ def layer_histograms(
         counts, edges = np.histogram(np.clip(v, lo, hi), bins=bins, range=(lo, hi))
         out.append((counts, edges))
     return out
+
+
+@partial(jax.jit, static_argnames="net")
+def symmetry_step(
+    net: FullyConnectedNet, params: Params, state: State, x: ArrayLike, y: ArrayLike, *, lr
+) -> tuple[Params, jax.Array]:
+    """Measure how alike the units of each hidden layer are, then take one SGD step.
+
+    The symmetry problem: with a zero or constant init every unit of a layer computes the same
+    function and receives the same gradient, so they stay identical however long they train.
+    A spread is the largest ``|a[:, j] - a[:, 0]|`` over the units ``j`` (columns) of a layer's
+    activations ``(N, H)`` or of its weight gradient ``(D_in, H)``: 0 for identical units.
+
+    Args:
+      net, params, state: the network; batch norm runs in training mode.
+      x: ``(N, D)`` inputs; y: ``(N,)`` int labels (softmax cross-entropy, no L2).
+      lr: the learning rate of the plain SGD step ``W <- W - lr * dW``, on the weights only
+        (biases, gamma and beta are left as they are).
+
+    Returns:
+      ``(new_params, stats)``: ``stats`` ``(4,)`` is the activation spread, the weight-gradient
+      spread, ``max |h|`` and ``max |dW|``, each the largest over the hidden layers, before the
+      step.
+    """
+    hs, _ = net.hidden(params, state, x, training=True)
+
+    def loss_fn(p):
+        logits, _ = net.apply(p, state, x, training=True)
+        return softmax_cross_entropy(logits, y)
+
+    grads = jax.grad(loss_fn)(params)
+    dws = [g["W"] for g in grads[:-1]]
+
+    def spread(a):
+        return jnp.max(jnp.abs(a - a[:, :1]))
+
+    def largest(f, arrays):
+        return jnp.max(jnp.stack([f(a) for a in arrays]))
+
+    def max_abs(a):
+        return jnp.max(jnp.abs(a))
+
+    stats = jnp.stack(
+        [largest(spread, hs), largest(spread, dws), largest(max_abs, hs), largest(max_abs, dws)]
+    )
+    new = [{**p, "W": p["W"] - lr * g["W"]} for p, g in zip(params, grads, strict=True)]
+    return new, stats

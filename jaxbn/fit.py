@@ -146,7 +146,7 @@ def _copy(tree):
     return jax.tree.map(lambda a: jax.device_put(a, may_alias=False), tree)
 
 
-def _make_bar(progress: bool, total: int, initial: int):
+def _make_bar(progress: bool, total: int | None, initial: int):
     if not progress:
         return None
     try:
@@ -330,7 +330,9 @@ def fit(
         return evaluate(net, ts.params, ts.state, *monitor, batch_size=eval_batch_size)
 
     start_epoch = history.epochs_done if history.stopped_at_step is None else epochs
-    bar = _make_bar(progress, epochs * steps_per_epoch, min(start_epoch, epochs) * steps_per_epoch)
+    # A target loss may stop the run at any check: then no total (a step count), not the maximum.
+    total = None if target_loss is not None else epochs * steps_per_epoch
+    bar = _make_bar(progress, total, min(start_epoch, epochs) * steps_per_epoch)
     try:
         for epoch in range(start_epoch, epochs):
             order, last_real = _epoch_order(seed, epoch, n, batch_size, sampling, steps_per_epoch)

@@ -17,6 +17,7 @@ from experiments.common.run import Timer as Timer
 from experiments.common.run import add_common_args as add_common_args
 from experiments.common.run import finite_or_none as finite_or_none
 from experiments.common.run import load_average as load_average
+from experiments.common.run import parser as parser
 from experiments.common.run import start_run as start_run
 from experiments.common.run import write_json as write_json
 from experiments.common.run import write_table as write_table
@@ -32,6 +33,7 @@ __all__ = [
     "finite_or_none",
     "load_average",
     "markdown_table",
+    "parser",
     "start_run",
     "write_json",
     "write_table",

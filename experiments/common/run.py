@@ -28,6 +28,17 @@ def add_common_args(parser: argparse.ArgumentParser, *, out_dir: str) -> argpars
     return parser
 
 
+def parser(description: str, *, out_dir: str) -> argparse.ArgumentParser:
+    """An argument parser showing ``description`` as written, with --out-dir, --data-dir,
+    --seed and --no-progress."""
+    p = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_common_args(p, out_dir=out_dir)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
 def finite_or_none(value):
     """``value`` with every NaN or infinity (also inside lists and dicts) replaced by None."""
     if isinstance(value, float):
