@@ -18,6 +18,7 @@ from experiments.common.run import add_common_args as add_common_args
 from experiments.common.run import finite_or_none as finite_or_none
 from experiments.common.run import load_average as load_average
 from experiments.common.run import parser as parser
+from experiments.common.run import require_positive as require_positive
 from experiments.common.run import start_run as start_run
 from experiments.common.run import write_json as write_json
 from experiments.common.run import write_table as write_table
@@ -34,6 +35,7 @@ __all__ = [
     "load_average",
     "markdown_table",
     "parser",
+    "require_positive",
     "start_run",
     "write_json",
     "write_table",

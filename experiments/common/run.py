@@ -39,6 +39,13 @@ def parser(description: str, *, out_dir: str) -> argparse.ArgumentParser:
     return p
 
 
+def require_positive(p: argparse.ArgumentParser, args: argparse.Namespace, *names: str) -> None:
+    """Stop with a usage error naming the first flag in ``names`` whose value is below 1."""
+    for name in names:
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+
+
 def finite_or_none(value):
     """``value`` with every NaN or infinity (also inside lists and dicts) replaced by None."""
     if isinstance(value, float):
