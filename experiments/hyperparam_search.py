@@ -3,26 +3,22 @@
     python experiments/hyperparam_search.py                 # Fashion-MNIST, 5-7 min on 2 cores
     python experiments/hyperparam_search.py --data-dir DIR  # CIFAR-10 when DIR holds it
 
-The CS231n protocol: 49,000 train / 1,000 validation / 1,000 test images (the test images are the
-first 1,000 of the official test set; the validation images are held out of the training set at
-random), the training set's mean image subtracted from every split, pixels left in 0..255 as in
-the assignment (``--scale-pixels`` divides by 255 first). FullyConnectedNet with hidden dims
-[100] * 4, ReLU, weights N(0, weight_scale^2); Adam (optax defaults), batch 100, 5 epochs of
-N // 100 steps over a fresh permutation; after each epoch the validation accuracy is measured and
-each configuration keeps its best epoch's parameters (the assignment's Solver does the same).
+The CS231n protocol: 49,000 train / 1,000 validation (held out at random) / 1,000 test images
+(the first of the official test set), the training mean image subtracted, pixels in 0..255
+(``--scale-pixels``: / 255). Hidden dims [100] * 4, ReLU, weights N(0, weight_scale^2), Adam,
+batch 100, 5 epochs over fresh permutations; each configuration keeps its best epoch by
+validation accuracy (as the assignment's Solver).
 Grid: weight_scale {1e-2, 2e-2, 5e-3} x lr {1e-5, 1e-4, 5e-4, 1e-3} x {none, batchnorm,
 layernorm}. The 12 (scale, lr) configurations of one normalization are trained together
 (``jaxbn.sweep``: stacked TrainStates, one vmapped step scanned over each epoch's batches); the
 learning rate is a per-configuration array in the optimizer state (``optax.inject_hyperparams``).
 
-Data: CIFAR-10 when the data root (``--data-dir``, else $JAXBN_DATA or ~/.cache/jaxbn) holds it,
-otherwise Fashion-MNIST (Debian's dataset-fashion-mnist or a download), and the script says so;
-``--dataset`` forces one.
+Data: CIFAR-10 when the data root (``--data-dir``, $JAXBN_DATA or ~/.cache/jaxbn) holds it,
+else Fashion-MNIST (on disk or downloaded), and the script says so; ``--dataset`` forces one.
 
 Reported (CIFAR-10, no normalization, grid weight_scale {1e-2, 2e-2, 5e-3} x lr {1e-5, 5e-4}):
-best validation accuracy 0.528, test accuracy 0.527. On Fashion-MNIST the numbers are not
-comparable (a different, easier data set). Writes config.json, metrics.jsonl (per epoch and
-configuration), results.md and hyperparam_heatmap.png to --out-dir.
+best validation accuracy 0.528, test accuracy 0.527 (Fashion-MNIST is not comparable). Writes
+config.json, metrics.jsonl, results.md and hyperparam_heatmap.png to --out-dir.
 """
 
 from __future__ import annotations
@@ -39,12 +35,8 @@ SOURCE = {"dataset": "cifar10", "norm": "none", "best_val_accuracy": 0.528, "tes
 
 def parse_args(argv=None):
     p = common.parser(__doc__, out_dir="runs/hyperparam_search")
-    p.add_argument(
-        "--dataset",
-        choices=("auto", "cifar10", "fashion_mnist", "mnist"),
-        default="auto",
-        help="auto: CIFAR-10 if on disk, else Fashion-MNIST",
-    )
+    p.add_argument("--dataset", choices=("auto", "cifar10", "fashion_mnist", "mnist"),
+                   default="auto", help="auto: CIFAR-10 if found, else Fashion-MNIST")  # fmt: skip
     p.add_argument("--n-train", type=int, default=49000)
     p.add_argument("--n-val", type=int, default=1000)
     p.add_argument("--n-test", type=int, default=1000)
@@ -63,8 +55,6 @@ def parse_args(argv=None):
 if __name__ == "__main__":
     parse_args()  # --help and bad flags answer here, before the slow imports below
 
-import time
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -80,39 +70,26 @@ def choose_dataset(args) -> tuple[str, str]:
     """The data set to use and a sentence saying why."""
     if args.dataset != "auto":
         return args.dataset, f"{args.dataset} (chosen with --dataset)"
-    if not dataset_available("cifar10", args.data_dir):
-        return "fashion_mnist", (
-            "Fashion-MNIST: no CIFAR-10 under the data root (pass --data-dir DIR holding "
-            "cifar-10-batches-py/ or --dataset cifar10 to download it); the numbers are NOT "
-            "comparable to the source's CIFAR-10 numbers"
-        )
-    return "cifar10", "CIFAR-10 found under the data root"
+    if dataset_available("cifar10", args.data_dir):
+        return "cifar10", "CIFAR-10 found under the data root"
+    why = "Fashion-MNIST: no CIFAR-10 under the data root (see --data-dir, --dataset cifar10)"
+    return "fashion_mnist", why + "; NOT comparable to the source's CIFAR-10 numbers"
 
 
 def load(args, name):
     try:
-        ds = load_dataset(
-            name,
-            args.data_dir,
-            val_size=args.n_val,
-            seed=args.seed,
-            n_train=args.n_train,
-            scale=args.scale_pixels,
-            subtract_mean=True,
-            download=not args.no_download,
-        )
+        ds = load_dataset(name, args.data_dir, val_size=args.n_val, seed=args.seed,
+                          n_train=args.n_train, scale=args.scale_pixels, subtract_mean=True,
+                          download=not args.no_download)  # fmt: skip
     except DatasetNotFoundError as err:
         raise SystemExit(f"{err}\n\nE3 needs {name}; see --dataset and --data-dir.") from err
     return ds._replace(x_test=ds.x_test[: args.n_test], y_test=ds.y_test[: args.n_test])
 
 
 def init_grid(norm, args, input_dim, configs):
-    """The net, the optimizer and K stacked TrainStates, one per (scale, lr), from one key.
-
-    ``FullyConnectedNet(weight_init=scale)`` draws ``scale * N(0, 1)``: the net is initialized
-    once with unit std and each configuration's weights are that draw times its scale; each
-    Adam state holds its own learning rate (``optax.inject_hyperparams``).
-    """
+    """The net, the optimizer and K stacked TrainStates, one per (scale, lr), from one key:
+    the unit-std init times each scale (what ``weight_init=scale`` draws), each Adam state with
+    its own learning rate (``optax.inject_hyperparams``)."""
     hidden, k = tuple(args.hidden), len(configs)
     net = jaxbn.FullyConnectedNet(hidden, 10, normalization=NORMS[norm])
     unit = jaxbn.FullyConnectedNet(hidden, 10, normalization=NORMS[norm], weight_init=1.0)
@@ -148,10 +125,10 @@ def train_grid(norm, args, ds, configs, log, bar):
         order = rng.permutation(n)[: steps * args.batch_size].reshape(1, steps, -1)
         compiling = "compiling and " if epoch == 0 else ""
         bar.phase(f"{norm}: {compiling}training {k} nets, epoch {epoch + 1}/{args.epochs}")
-        t0 = time.perf_counter()
-        states, out = run_epoch(states, x_all, y_all, jnp.asarray(order))
-        losses = np.asarray(jax.device_get(out["loss"][:, 0].T))  # (steps, K)
-        t_train += time.perf_counter() - t0
+        with common.Timer() as t:
+            states, out = run_epoch(states, x_all, y_all, jnp.asarray(order))
+            losses = np.asarray(jax.device_get(out["loss"][:, 0].T))  # (steps, K)
+        t_train += t.wall
         bar.phase(f"{norm}: evaluating {k} nets, epoch {epoch + 1}/{args.epochs}")
         for i, (scale, lr) in enumerate(configs):
             ts = sweep.take(states, i)
@@ -159,13 +136,11 @@ def train_grid(norm, args, ds, configs, log, bar):
             tr = jaxbn.evaluate(net, ts.params, ts.state, ds.x_train[sub], ds.y_train[sub])
             if val > best_val[i]:
                 best_val[i], best[i] = val, ((ts.params, ts.state), epoch + 1)
-            rec = {
-                "epoch": epoch + 1,
-                "train_loss_last": common.finite_or_none(float(losses[-1, i])),
-                "train_loss_mean": common.finite_or_none(float(np.mean(losses[:, i]))),
-                "train_accuracy": tr["accuracy"],
-                "val_accuracy": val,
-            }
+            last, mean = (
+                common.finite_or_none(float(v)) for v in (losses[-1, i], losses[:, i].mean())
+            )
+            rec = dict(epoch=epoch + 1, train_loss_last=last, train_loss_mean=mean,
+                       train_accuracy=tr["accuracy"], val_accuracy=val)  # fmt: skip
             history[i].append(rec)
             log.write(event="epoch", norm=norm, weight_scale=scale, lr=lr, **rec)
         bar.done()
@@ -173,23 +148,17 @@ def train_grid(norm, args, ds, configs, log, bar):
     for i, (scale, lr) in enumerate(configs):
         (params, state), best_epoch = best[i]
         test = jaxbn.evaluate(net, params, state, ds.x_test, ds.y_test)["accuracy"]
-        r = {
-            "norm": norm,
-            "weight_scale": scale,
-            "lr": lr,
-            "best_val_accuracy": float(best_val[i]),
-            "best_epoch": int(best_epoch),
-            "test_accuracy": test,
-            "last_batch_loss": history[i][-1]["train_loss_last"],
-            "last_epoch_loss": history[i][-1]["train_loss_mean"],
-            "final_train_accuracy": history[i][-1]["train_accuracy"],
-        }
+        h = history[i][-1]
+        r = dict(norm=norm, weight_scale=scale, lr=lr, best_val_accuracy=float(best_val[i]),
+                 best_epoch=int(best_epoch), test_accuracy=test,
+                 last_batch_loss=h["train_loss_last"], last_epoch_loss=h["train_loss_mean"],
+                 final_train_accuracy=h["train_accuracy"])  # fmt: skip
         log.write(event="config", **r)
         results.append(r)
     return results, {"train_seconds": t_train, "steps": steps * args.epochs}
 
 
-def best_of(results, norm):
+def best_of(results, norm):  # the best validation accuracy; the smaller lr on ties
     rs = [r for r in results if r["norm"] == norm]
     return max(rs, key=lambda r: (r["best_val_accuracy"], -r["lr"]))
 
@@ -209,25 +178,18 @@ def main(argv=None):
         for norm in args.norms:
             rs, t = train_grid(norm, args, ds, configs, log, bar)
             log.write(event="timing", norm=norm, **t)
-            results += rs
-            timing[norm] = t
-            b = best_of(rs, norm)
-            print(
-                f"{norm:>9}: best val {b['best_val_accuracy']:.3f} (scale {b['weight_scale']:g}, "
-                f"lr {b['lr']:g}), test {b['test_accuracy']:.3f}; {t['train_seconds']:.0f} s",
-                flush=True,
-            )
+            results, timing[norm], b = results + rs, t, best_of(rs, norm)
+            print(f"{norm:>9}: best val {b['best_val_accuracy']:.3f} (scale "
+                  f"{b['weight_scale']:g}, lr {b['lr']:g}), test {b['test_accuracy']:.3f}; "
+                  f"{t['train_seconds']:.0f} s", flush=True)  # fmt: skip
+    k = len(configs)
     run.text(
-        "results.md",
-        reports.hyperparam_report(results, timing, args, ds, why, len(configs), best_of, SOURCE),
+        "results.md", reports.hyperparam_report(results, timing, args, ds, why, k, best_of, SOURCE)
     )
-    fig = plots.hyperparam_heatmaps(results, args, ds.name, best_of)
-    run.figure("hyperparam_heatmap.png", fig, dpi=90)
-    print(
-        f"source (CIFAR-10, no norm): best val {SOURCE['best_val_accuracy']}, test "
-        f"{SOURCE['test_accuracy']}"
-        + ("" if ds.name == "cifar10" else f" -- not comparable with this {ds.name} run")
-    )
+    run.figure("hyperparam_heatmap.png", plots.hyperparam_heatmaps(results, args, ds.name, best_of))
+    print(f"source (CIFAR-10, no norm): best val {SOURCE['best_val_accuracy']}, test "
+          f"{SOURCE['test_accuracy']}" + ("" if ds.name == "cifar10" else
+          f" -- not comparable with this {ds.name} run"))  # fmt: skip
     print(run.wrote())
     return {"results": results, "timing": timing, "dataset": ds.name}
 

@@ -37,7 +37,8 @@ LABELS = {"batchnorm": "with batch norm", "none": "without batch norm"}
 def parse_args(argv=None) -> argparse.Namespace:
     p = common.parser(__doc__, out_dir="runs/weight_init_sweep")
     add = p.add_argument
-    add("--dataset", default="auto", help="auto: mnist with --data-dir, else mnist_embedded")
+    add("--dataset", default="auto", choices=("auto", "mnist", "fashion_mnist", "mnist_embedded"),
+        help="auto: mnist with --data-dir, else mnist_embedded")  # fmt: skip
     add("--n-train", type=int, default=1000, help="training images")
     add("--hidden-dims", type=int, nargs="+", default=[100] * 5)
     add("--activation", default="relu", choices=("relu", "sigmoid", "tanh"))
@@ -50,17 +51,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     add("--bn-eps", type=float, default=1e-5, help="batch norm eps (the textbook: 1e-6)")
     add("--bn-momentum", type=float, default=0.9, help="weight of the OLD running stat")
     add("--bn-running-var-init", type=float, default=1.0, help="jaxbn 1, the textbook 0")
-    add(
-        "--bn-accuracy",
-        default="running",
-        choices=("running", "batch"),
-        help="BN accuracy with running (the textbook) or batch statistics",
-    )
+    add("--bn-accuracy", default="running", choices=("running", "batch"),
+        help="BN accuracy with running (the textbook) or batch statistics")  # fmt: skip
     add("--seeds", type=int, default=1, help="repeat with seeds seed, seed+1, ...")
     args = p.parse_args(argv)
-    for name in ("n_train", "batch_size", "epochs", "steps_per_epoch", "num_stds", "seeds"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    names = ("n_train", "batch_size", "epochs", "steps_per_epoch", "num_stds", "seeds")
+    common.require_positive(p, args, *names)
     if args.lr <= 0:
         p.error(f"--lr must be > 0, got {args.lr}")
     return args
@@ -87,14 +83,8 @@ def load_data(args):
     if name == "auto":
         name = "mnist" if args.data_dir is not None else "mnist_embedded"
     embedded = name in ("mnist_embedded", "digits")  # sorted by class: a seeded random subset
-    ds = load_dataset(
-        name,
-        args.data_dir,
-        val_size=0,
-        test_size=0 if embedded else None,
-        seed=args.seed,
-        n_train=args.n_train,
-    )
+    ds = load_dataset(name, args.data_dir, val_size=0, test_size=0 if embedded else None,
+                      seed=args.seed, n_train=args.n_train)  # fmt: skip
     if embedded:
         what = f"{args.n_train:,} images drawn at random (seed {args.seed}) from the {ds.source}"
         if args.dataset == "auto":
@@ -110,25 +100,15 @@ def init_params(net, stds, weights, input_dim: int, *, running_var: float = 1.0)
     and var ``running_var``: ``net.init`` with ``weight_init=std``, for every std at once."""
     params_t, state_t = jax.eval_shape(lambda k: net.init(k, input_dim), jax.random.key(0))
     n, s = len(stds), np.asarray(stds, np.float32)[:, None, None]
-    params = [
-        {
-            k: s * z[None]
-            if k == "W"
-            else (np.ones if k == "gamma" else np.zeros)((n, *leaf.shape), leaf.dtype)
-            for k, leaf in layer.items()
-        }
-        for layer, z in zip(params_t, weights, strict=True)
-    ]
-    state = [
-        None
-        if st is None
-        else jaxbn.BatchNormState(
-            mean=np.zeros((n, *st.mean.shape), st.mean.dtype),
-            var=np.full((n, *st.var.shape), running_var, st.var.dtype),
-            count=np.zeros((n,), st.count.dtype),
-        )
-        for st in state_t
-    ]
+
+    def fill(name, leaf):
+        return (np.ones if name == "gamma" else np.zeros)((n, *leaf.shape), leaf.dtype)
+
+    params = [{k: s * z[None] if k == "W" else fill(k, leaf) for k, leaf in layer.items()}
+              for layer, z in zip(params_t, weights, strict=True)]  # fmt: skip
+    state = [None if st is None else jaxbn.BatchNormState(
+                 mean=fill("mean", st.mean), var=np.full((n, *st.var.shape), running_var,
+                 st.var.dtype), count=fill("count", st.count)) for st in state_t]  # fmt: skip
     return params, state
 
 
@@ -152,17 +132,9 @@ def main(argv=None):
     x, y, data_line = load_data(args)
     print(f"data: {data_line}", flush=True)
     dims, opt = [x.shape[1], *args.hidden_dims, 10], optax.sgd(args.lr)
-    nets = {
-        n: jaxbn.FullyConnectedNet(
-            tuple(args.hidden_dims),
-            10,
-            activation=args.activation,
-            normalization=None if n == "none" else n,
-            momentum=args.bn_momentum,
-            eps=args.bn_eps,
-        )
-        for n in NETS
-    }
+    kw = dict(activation=args.activation, momentum=args.bn_momentum, eps=args.bn_eps)
+    nets = {n: jaxbn.FullyConnectedNet(args.hidden_dims, 10, normalization=None if n == "none"
+                                       else n, **kw) for n in NETS}  # fmt: skip
 
     def measure_fn(net):
         def measure(ts, x, y):
@@ -176,39 +148,26 @@ def main(argv=None):
     program = jax.jit(lambda states, x, y, idx: {n: runs[n](states[n], x, y, idx) for n in NETS})
     x, y = jax.device_put(x), jax.device_put(y)
     compiled, t_run, acc, diverged = [None, None], [], {n: [] for n in NETS}, {n: [] for n in NETS}
-    with (
-        run.log() as log,
-        common.Progress(args.seeds, unit="seed", enabled=not args.no_progress) as bar,
-    ):
+    bar = common.Progress(args.seeds, unit="seed", enabled=not args.no_progress)
+    with run.log() as log, bar:
         for seed in range(args.seed, args.seed + args.seeds):
             rng = np.random.default_rng(seed)  # the textbook's draws, shared by both nets
             weights = [rng.standard_normal(d, dtype=np.float32) for d in itertools.pairwise(dims)]
             shape = (args.epochs, args.steps_per_epoch, args.batch_size)
             idx = rng.integers(0, len(x), shape, dtype=np.int32)
-            states = {
-                n: sweep.init_sweep(
-                    net,
-                    opt,
-                    *init_params(net, stds, weights, dims[0], running_var=args.bn_running_var_init),
-                )
-                for n, net in nets.items()
-            }
+            var0 = args.bn_running_var_init
+            states = {n: sweep.init_sweep(net, opt, *init_params(net, stds, weights, dims[0],
+                      running_var=var0)) for n, net in nets.items()}  # fmt: skip
             res, t = train_seed(compiled, program, states, x, y, idx, bar, seed, 2 * len(stds))
             t_run.append(t)
             for n, (a, loss, batch_loss) in res.items():
                 acc[n].append(a)
                 diverged[n].append(~np.isfinite(loss[:, -1]))
                 for (i, s), e in itertools.product(enumerate(stds), range(args.epochs + 1)):
-                    log.write(
-                        seed=seed,
-                        normalization=n,
-                        std=float(s),
-                        epoch=e,
-                        step=e * args.steps_per_epoch,
-                        train_accuracy=float(a[i, e]),
-                        train_loss=float(loss[i, e]),
-                        batch_loss=None if e == 0 else float(np.mean(batch_loss[i, e - 1])),
-                    )
+                    log.write(seed=seed, normalization=n, std=float(s), epoch=e,
+                              step=e * args.steps_per_epoch, train_accuracy=float(a[i, e]),
+                              train_loss=float(loss[i, e]), batch_loss=None if e == 0
+                              else float(np.mean(batch_loss[i, e - 1])))  # fmt: skip
             for n, label in (("batchnorm", "BN   "), ("none", "no BN")):
                 print(
                     f"seed {seed} final accuracy {label}", *(f"{v:.2f}" for v in res[n][0][:, -1])
@@ -223,13 +182,9 @@ def main(argv=None):
         f"starts at {args.bn_running_var_init:g}, accuracy: {args.bn_accuracy} statistics"
     )
     run.figure("weight_init_sweep.png", plots.weight_sweep_grid(stds, acc, title, LABELS))
-    timing = {
-        "compile_s": compiled[1].wall,
-        "compile_cpu_s": compiled[1].cpu,
-        "run_s": sum(t.wall for t in t_run),
-        "run_cpu_s": sum(t.cpu for t in t_run),
-        "backend": f"{jax.default_backend()} x{len(jax.devices())}",
-    }
+    timing = dict(compile_s=compiled[1].wall, compile_cpu_s=compiled[1].cpu,
+                  run_s=sum(t.wall for t in t_run), run_cpu_s=sum(t.cpu for t in t_run),
+                  backend=f"{jax.default_backend()} x{len(jax.devices())}")  # fmt: skip
     final = {n: acc[n][:, :, -1].tolist() for n in NETS}
     run.json("summary.json", {"stds": stds.tolist(), "final_accuracy": final, "timing": timing})
     table = reports.weight_sweep_report(stds, acc, diverged, timing, args, data_line)
