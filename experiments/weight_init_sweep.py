@@ -1,6 +1,6 @@
 """E1: the weight-scale sweep, with and without batch norm ("Deep Learning from Scratch", ch. 6).
 
-    python experiments/weight_init_sweep.py                 # offline, about 25 s on 2 shared cores
+    python experiments/weight_init_sweep.py                 # offline, 25-35 s on 2 shared cores
     python experiments/weight_init_sweep.py --data-dir DIR  # the first 1,000 images of full MNIST
     python experiments/weight_init_sweep.py --seeds 3       # mean and min-max band over 3 seeds
     python experiments/weight_init_sweep.py --bn-eps 1e-6 --bn-running-var-init 0  # textbook BN
