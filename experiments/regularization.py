@@ -1,7 +1,7 @@
 """E6: L2 and dropout against overfitting, on 1,000 MNIST digits and on a 2-D toy set (lab report).
 
-    python experiments/regularization.py                                      # offline, ~2-4 min
-    python experiments/regularization.py --data-dir /work/shared/data/mnist   # ~4 min
+    python experiments/regularization.py                  # offline, 2-4 min on 2 shared cores
+    python experiments/regularization.py --data-dir DIR   # full MNIST in DIR: about 4 min
 
 Two small training sets on which an unregularized net overfits:
 
@@ -23,40 +23,24 @@ ReLU, rate (probability of dropping) in {0.2, 0.5}. The lab text writes the L2 c
 Reported (the course lab report): without regularization the 3-layer net fits the training set
 much better than held-out data and its decision boundary bends around individual noisy points;
 L2 and dropout lower the training accuracy a little, raise the held-out accuracy and smooth the
-boundary. (Our reference brief quotes the pattern, not numbers.) Writes config.json,
-metrics.jsonl (per epoch and setting), results.md, decision_boundaries.png and
+boundary (a pattern, no numbers). The toy sets come from ``jaxbn.data.make_toy``. Writes
+config.json, metrics.jsonl (per epoch and setting), results.md, decision_boundaries.png and
 train_vs_heldout.png to --out-dir.
 """
 
 from __future__ import annotations
 
-import argparse
-import math
 import sys
-import time
-from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: find `experiments`
-
-import jax
-import numpy as np
-import optax
-
-import jaxbn
 from experiments import common
-from jaxbn.benchmark import markdown_table
-from jaxbn.data import DatasetNotFoundError, load_dataset
-from jaxbn.data.locate import locate_idx_files
 
-TOYS = ("moons", "circles", "flower")
+TOYS = ("moons", "circles", "flower")  # jaxbn.data.TOY_NAMES, without importing jax for --help
 
 
-def parse_args(argv):
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    common.add_common_args(p, out_dir="runs/regularization")
+def parse_args(argv=None):
+    p = common.parser(__doc__, out_dir="runs/regularization")
     p.add_argument("--l2", type=float, nargs="*", default=[1e-3, 1e-2, 1e-1], help="reg > 0")
     p.add_argument("--dropout", type=float, nargs="*", default=[0.2, 0.5], help="rates > 0")
     p.add_argument(
@@ -82,6 +66,17 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
+if __name__ == "__main__":
+    parse_args()  # --help and bad flags answer here, before the slow imports below
+
+import numpy as np
+import optax
+
+import jaxbn
+from experiments.common import plots, reports
+from jaxbn.data import DatasetNotFoundError, dataset_available, load_dataset, make_toy
+
+
 def settings(args) -> list[tuple[str, float, float]]:
     """(label, l2, dropout rate): none, each L2 strength alone, then each dropout rate alone."""
     out = [("none", 0.0, 0.0)]
@@ -90,267 +85,58 @@ def settings(args) -> list[tuple[str, float, float]]:
     return out
 
 
-# ---------------------------------------------------------------------------------------- data
-
-
-def make_toy(name: str, n: int, noise: float, rng: np.random.Generator):
-    """n points of a 2-D two-class set, classes alternating; (n, 2) float32 and (n,) int32."""
-    y = np.arange(n) % 2
-    if name == "moons":
-        t = rng.uniform(0, np.pi, n)
-        upper = np.stack([np.cos(t), np.sin(t)], 1)
-        lower = np.stack([1 - np.cos(t), 0.5 - np.sin(t)], 1)
-        x = np.where(y[:, None] == 0, upper, lower)
-    elif name == "circles":
-        t = rng.uniform(0, 2 * np.pi, n)
-        radius = np.where(y == 0, 1.0, 0.5)
-        x = radius[:, None] * np.stack([np.cos(t), np.sin(t)], 1)
-    elif name == "flower":  # the course's planar "flower": petals r = 4 sin(4t), classes alternate
-        t = np.where(y == 0, 0.0, np.pi) + rng.uniform(0, np.pi, n)
-        r = 4 * np.sin(4 * t)
-        x = np.stack([r * np.sin(t), r * np.cos(t)], 1) / 4
-    else:
-        raise ValueError(f"toy must be one of {TOYS}, got {name!r}")
-    x = x + noise * rng.standard_normal((n, 2))
-    return x.astype(np.float32), y.astype(np.int32)
-
-
 def load_toy(args):
+    """The 2-D set (``jaxbn.data.make_toy``), standardized with the training mean and std."""
     rng = np.random.default_rng([args.seed, 6])
-    x_train, y_train = make_toy(args.toy, args.toy_train, args.toy_noise, rng)
-    x_test, y_test = make_toy(args.toy, args.toy_test, args.toy_noise, rng)
-    mean, std = x_train.mean(0), x_train.std(0)
-    return {
-        "name": f"{args.toy} (2-D, noise {args.toy_noise:g})",
-        "source": "generated",
-        "x_train": (x_train - mean) / std,
-        "y_train": y_train,
-        "x_test": (x_test - mean) / std,
-        "y_test": y_test,
-        "num_classes": 2,
-    }
+    x, y = make_toy(args.toy, args.toy_train, noise=args.toy_noise, rng=rng)
+    x_test, y_test = make_toy(args.toy, args.toy_test, noise=args.toy_noise, rng=rng)
+    mean, std = x.mean(0), x.std(0)
+    name = f"{args.toy} (2-D, noise {args.toy_noise:g})"
+    return dict(name=name, source="generated", x_train=(x - mean) / std, y_train=y,
+                x_test=(x_test - mean) / std, y_test=y_test, num_classes=2)  # fmt: skip
 
 
 def load_digits(args):
+    """n_train digits (a seeded draw) and the held-out set: the MNIST test set, or the 4,000
+    embedded digits left out of the training pool."""
     name = args.dataset
     if name == "auto":
-        try:
-            locate_idx_files("mnist", args.data_dir, download=False)
-            name = "mnist"
-        except DatasetNotFoundError:
-            name = "mnist_embedded"
+        name = "mnist" if dataset_available("mnist", args.data_dir) else "mnist_embedded"
     try:
         if name == "mnist":
             ds = load_dataset("mnist", args.data_dir, val_size=0, seed=args.seed, n_train=None)
-        else:  # 5,000 digits: 4,000 held out, then the training pool
+        else:
             ds = load_dataset("mnist_embedded", val_size=0, test_size=4000, seed=args.seed)
     except DatasetNotFoundError as err:
         raise SystemExit(f"{err}\n\n--dataset mnist_embedded runs offline.") from err
-    # The first n_train of a seeded permutation of the training pool.
     pick = np.random.default_rng([args.seed, 1]).permutation(len(ds.x_train))[: args.n_train]
-    return {
-        "name": "MNIST" if name == "mnist" else "MNIST (embedded 5,000)",
-        "source": ds.source,
-        "x_train": ds.x_train[pick],
-        "y_train": ds.y_train[pick],
-        "x_test": ds.x_test,
-        "y_test": ds.y_test,
-        "num_classes": 10,
-    }
-
-
-# ------------------------------------------------------------------------------------ training
+    name = "MNIST" if name == "mnist" else "MNIST (embedded 5,000)"
+    return dict(name=name, source=ds.source, x_train=ds.x_train[pick], y_train=ds.y_train[pick],
+                x_test=ds.x_test, y_test=ds.y_test, num_classes=10)  # fmt: skip
 
 
 def train(data, hidden, optimizer, batch_size, epochs, setting, args, log, key):
+    """Fit one setting; the held-out set is monitored for the curves, never used to select."""
     label, l2, rate = setting
     net = jaxbn.FullyConnectedNet(tuple(hidden), data["num_classes"], dropout=rate)
-    t0 = time.perf_counter()
-    result = jaxbn.fit(
-        net,
-        optimizer,
-        data["x_train"],
-        data["y_train"],
-        data["x_test"],  # monitored each epoch for the curves; never used to select anything
-        data["y_test"],
-        epochs=epochs,
-        batch_size=batch_size,
-        seed=args.seed,
-        l2=l2,
-        progress=False,
-    )
-    seconds = time.perf_counter() - t0
+    with common.Timer() as t:
+        result = jaxbn.fit(net, optimizer, data["x_train"], data["y_train"], data["x_test"],
+                           data["y_test"], epochs=epochs, batch_size=batch_size, seed=args.seed,
+                           l2=l2, progress=False)  # fmt: skip
     h = result.history
     for e in range(h.epochs_done):
-        log.write(
-            event="epoch",
-            data=key,
-            setting=label,
-            epoch=e + 1,
-            train_loss=h.train_loss[e],
-            train_accuracy=h.train_accuracy[e],
-            heldout_loss=h.val_loss[e],
-            heldout_accuracy=h.val_accuracy[e],
-        )
-    row = {
-        "data": key,
-        "setting": label,
-        "l2": l2,
-        "dropout": rate,
-        "train_accuracy": h.train_accuracy[-1],
-        "heldout_accuracy": h.val_accuracy[-1],
-        "train_loss": h.train_loss[-1],
-        "heldout_loss": h.val_loss[-1],
-        "best_heldout_accuracy": max(h.val_accuracy),
-        "seconds": seconds,
-    }
+        log.write(event="epoch", data=key, setting=label, epoch=e + 1, train_loss=h.train_loss[e],
+                  train_accuracy=h.train_accuracy[e], heldout_loss=h.val_loss[e],
+                  heldout_accuracy=h.val_accuracy[e])  # fmt: skip
+    row = dict(data=key, setting=label, l2=l2, dropout=rate, train_accuracy=h.train_accuracy[-1],
+               heldout_accuracy=h.val_accuracy[-1], train_loss=h.train_loss[-1],
+               heldout_loss=h.val_loss[-1], best_heldout_accuracy=max(h.val_accuracy),
+               seconds=t.wall)  # fmt: skip
     log.write(event="result", **row)
-    print(
-        f"{key:>6} {label:>12}: train {row['train_accuracy']:.3f}  held-out "
-        f"{row['heldout_accuracy']:.3f}  gap {row['train_accuracy'] - row['heldout_accuracy']:+.3f}"
-        f"  ({seconds:.0f} s)",
-        flush=True,
-    )
+    gap = row["train_accuracy"] - row["heldout_accuracy"]
+    print(f"{key:>6} {label:>12}: train {row['train_accuracy']:.3f}  held-out "
+          f"{row['heldout_accuracy']:.3f}  gap {gap:+.3f}  ({t.wall:.0f} s)")  # fmt: skip
     return row, (net, result.train_state)
-
-
-def boundary_grid(data, n):
-    x = np.concatenate([data["x_train"], data["x_test"]])
-    lo, hi = x.min(0) - 0.3, x.max(0) + 0.3
-    gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], n), np.linspace(lo[1], hi[1], n))
-    return gx, gy, np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32)
-
-
-@partial(jax.jit, static_argnums=0)
-def class1_probability(net, params, state, points):
-    logits, _ = net.apply(params, state, points, training=False)
-    return jax.nn.softmax(logits, axis=-1)[:, 1]
-
-
-# ------------------------------------------------------------------------------------- outputs
-
-
-def render(rows, datasets, args) -> str:
-    def pct(a):
-        return f"{100 * a:.1f}%"
-
-    out = ["# E6: L2 and dropout against overfitting\n"]
-    for key, data in datasets.items():
-        m = len(data["x_train"])
-        if key == "digits":
-            setup = (
-                f"784-{'-'.join(map(str, args.digits_hidden))}-10, Adam lr {args.digits_lr}, "
-                f"batch {args.digits_batch_size}, {args.digits_epochs} epochs"
-            )
-        else:
-            setup = (
-                f"2-{'-'.join(map(str, args.toy_hidden))}-2, Adam lr {args.toy_lr}, "
-                f"batch {args.toy_batch_size}, {args.toy_epochs} epochs"
-            )
-        out.append(
-            f"\n## {data['name']}: {m:,} training / {len(data['x_test']):,} held-out examples\n\n"
-            f"Source: {data['source']}. Net {setup}, seed {args.seed}.\n\n"
-        )
-        table = []
-        for r in rows:
-            if r["data"] != key:
-                continue
-            table.append(
-                [
-                    r["setting"],
-                    f"{r['l2']:g}",
-                    f"{r['l2'] * m:g}" if r["l2"] else "0",
-                    f"{1 - r['dropout']:g}",
-                    pct(r["train_accuracy"]),
-                    pct(r["heldout_accuracy"]),
-                    f"{100 * (r['train_accuracy'] - r['heldout_accuracy']):+.1f}",
-                    f"{r['heldout_loss']:.3f}",
-                ]
-            )
-        out.append(
-            markdown_table(
-                [
-                    "setting",
-                    "reg (0.5 reg sum W^2)",
-                    "lab's lambda (= reg m)",
-                    "keep_prob",
-                    "train acc",
-                    "held-out acc",
-                    "gap (points)",
-                    "held-out loss",
-                ],
-                table,
-            )
-        )
-    out.append(
-        "\nAccuracies of the final parameters (no early stopping, nothing selected on the "
-        "held-out set). One seed: differences of a point or so are within seed-to-seed noise.\n"
-    )
-    return "".join(out)
-
-
-def plot_boundaries(models, data, rows, args, path):
-    plt = common.pyplot()
-    n = len(models)
-    cols = min(n, 3)
-    nrows = math.ceil(n / cols)
-    fig, axes = plt.subplots(
-        nrows, cols, figsize=(3.4 * cols, 3.3 * nrows), squeeze=False, layout="constrained"
-    )
-    gx, gy, points = boundary_grid(data, args.grid)
-    by_label = {r["setting"]: r for r in rows if r["data"] == "toy"}
-    for ax, (label, (net, ts)) in zip(axes.flat, models.items(), strict=False):
-        prob = np.asarray(class1_probability(net, ts.params, ts.state, points)).reshape(gx.shape)
-        ax.contourf(gx, gy, prob, levels=np.linspace(0, 1, 11), cmap="RdBu_r", alpha=0.55)
-        ax.contour(gx, gy, prob, levels=[0.5], colors="k", linewidths=1.2)
-        xt, yt = data["x_test"][:600], data["y_test"][:600]  # a sample keeps the PNG small
-        ax.scatter(xt[:, 0], xt[:, 1], c=yt, cmap="bwr", s=3, alpha=0.3, linewidths=0)
-        xs, ys = data["x_train"], data["y_train"]
-        ax.scatter(xs[:, 0], xs[:, 1], c=ys, cmap="bwr", s=16, edgecolors="k", linewidths=0.6)
-        r = by_label[label]
-        ax.set_title(
-            f"{label}\ntrain {100 * r['train_accuracy']:.0f}%, held-out "
-            f"{100 * r['heldout_accuracy']:.1f}%",
-            fontsize=10,
-        )
-        ax.set_xticks([])
-        ax.set_yticks([])
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
-    fig.suptitle(
-        f"E6: decision boundaries, {data['name']}, {len(data['x_train'])} training points "
-        "(large, black edge) and 600 held-out points (small)",
-        fontsize=11,
-    )
-    common.save_figure(fig, path, dpi=75)
-    plt.close(fig)
-
-
-def plot_accuracies(rows, datasets, path):
-    plt = common.pyplot()
-    keys = list(datasets)
-    fig, axes = plt.subplots(
-        1, len(keys), figsize=(5.2 * len(keys), 3.6), squeeze=False, layout="constrained"
-    )
-    for ax, key in zip(axes[0], keys, strict=True):
-        rs = [r for r in rows if r["data"] == key]
-        x = np.arange(len(rs))
-        train = [r["train_accuracy"] for r in rs]
-        held = [r["heldout_accuracy"] for r in rs]
-        ax.bar(x - 0.2, train, 0.4, label="train", color="tab:gray")
-        ax.bar(x + 0.2, held, 0.4, label="held-out", color="tab:green")
-        for xi, v in zip(x, held, strict=True):
-            ax.text(xi + 0.2, v + 0.003, f"{100 * v:.1f}", ha="center", va="bottom", fontsize=7)
-        lo = min(held + train)
-        ax.set_ylim(max(0.0, lo - 0.08), 1.0)
-        ax.set_xticks(x, [r["setting"] for r in rs], rotation=30, ha="right", fontsize=8)
-        ax.set_title(f"{datasets[key]['name']}, {len(datasets[key]['x_train']):,} training")
-        ax.set_ylabel("accuracy")
-        ax.grid(axis="y", alpha=0.3)
-    axes[0, 0].legend(fontsize=8, loc="lower left")
-    fig.suptitle("E6: training vs held-out accuracy per regularizer", fontsize=11)
-    common.save_figure(fig, path, dpi=90)
-    plt.close(fig)
 
 
 def main(argv=None):
@@ -362,16 +148,13 @@ def main(argv=None):
         datasets["digits"] = load_digits(args)
     if args.toy != "none":
         datasets["toy"] = load_toy(args)
-    out, _ = common.start_run(
-        args,
-        data={
-            k: {"name": d["name"], "source": d["source"], "n_train": len(d["x_train"])}
-            for k, d in datasets.items()
-        },
-        settings=settings(args),
-    )
+    data = {k: {"name": d["name"], "source": d["source"], "n_train": len(d["x_train"])}
+            for k, d in datasets.items()}  # fmt: skip
+    run = common.Run(args, data=data, settings=settings(args))
     rows, toy_models = [], {}
-    with common.MetricsLog(out / "metrics.jsonl") as log:
+    bar = common.Progress(len(datasets) * len(settings(args)), unit="net",
+                          enabled=not args.no_progress)  # fmt: skip
+    with run.log() as log, bar:
         for key, data in datasets.items():
             # One optimizer object per data set: fit reuses its compiled init and step.
             if key == "digits":
@@ -381,27 +164,28 @@ def main(argv=None):
                 hp = (args.toy_hidden, optax.adam(args.toy_lr), args.toy_batch_size)
                 epochs = args.toy_epochs
             for setting in settings(args):
+                bar.phase(f"training {key}, {setting[0]} ({epochs} epochs)")
                 row, model = train(data, *hp, epochs, setting, args, log, key)
+                bar.done()
                 rows.append(row)
                 if key == "toy":
                     toy_models[setting[0]] = model
-    common.write_table(out / "results.md", render(rows, datasets, args))
-    figures = [out / "train_vs_heldout.png"]
-    plot_accuracies(rows, datasets, figures[0])
-    if toy_models:
-        figures.append(out / "decision_boundaries.png")
-        plot_boundaries(toy_models, datasets["toy"], rows, args, figures[-1])
+        if toy_models:
+            bar.phase("drawing the decision boundaries")
+            fig = plots.decision_boundaries(toy_models, datasets["toy"], rows, args.grid)
+            run.figure("decision_boundaries.png", fig, dpi=75)
+    run.text("results.md", reports.regularization_report(rows, datasets, args))
+    run.figure("train_vs_heldout.png", plots.train_vs_heldout(rows, datasets), dpi=90)
     print("\nE6 (source: regularization narrows the train/held-out gap and smooths the boundary)")
     for key, data in datasets.items():
         rs = [r for r in rows if r["data"] == key]
-        best = max(rs, key=lambda r: r["heldout_accuracy"])
-        none = rs[0]
+        best, none = max(rs, key=lambda r: r["heldout_accuracy"]), rs[0]
         print(
             f"  {data['name']}: none train {none['train_accuracy']:.3f} / held-out "
             f"{none['heldout_accuracy']:.3f}; best held-out {best['heldout_accuracy']:.3f} "
             f"({best['setting']}, train {best['train_accuracy']:.3f})"
         )
-    print("wrote " + ", ".join(str(p) for p in [out / "results.md", *figures]))
+    print(run.wrote())
     return {"rows": rows, "datasets": {k: d["name"] for k, d in datasets.items()}}
 
 

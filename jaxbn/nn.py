@@ -220,6 +220,36 @@ class FullyConnectedNet:
             or no ``key`` when dropout needs one.
           TypeError: a non-bool ``training`` or a non-floating ``x``.
         """
+        h, _, new_state = self._forward(params, state, x, training, key, mask, axis_name)
+        last = params[-1]
+        logits = h @ last["W"] + last["b"][None, :]
+        return logits, new_state
+
+    def hidden(
+        self,
+        params: Params,
+        state: State,
+        x: ArrayLike,
+        *,
+        training: bool,
+        key: jax.Array | None = None,
+        mask: ArrayLike | None = None,
+        axis_name: Hashable | None = None,
+    ) -> tuple[list[jax.Array], State]:
+        """Compute every hidden layer's output (after its activation and dropout).
+
+        Same arguments, checks and state update as ``apply``, which is this plus the last
+        affine: ``logits = hidden(...)[0][-1] @ params[-1]["W"] + params[-1]["b"]`` (``x``
+        flattened when there is no hidden layer).
+
+        Returns:
+          ``(activations, new_state)``: a list of ``len(hidden_dims)`` arrays ``(N, H_i)``.
+        """
+        _, hs, new_state = self._forward(params, state, x, training, key, mask, axis_name)
+        return hs, new_state
+
+    def _forward(self, params, state, x, training, key, mask, axis_name):
+        """The hidden layers: (last hidden output or flattened x, every hidden output, state)."""
         training = _checks.python_bool("training", training)
         x = _checks.floating_array("x", x)
         self._check_tree(params, state)
@@ -239,6 +269,7 @@ class FullyConnectedNet:
             )
         act = _ACTIVATION_FNS[self.activation]
         new_state: State = []
+        hs: list[jax.Array] = []
         for i, layer in enumerate(params[:-1]):
             h = h @ layer["W"] + layer["b"][None, :]
             if self.normalization == "batchnorm":
@@ -264,9 +295,8 @@ class FullyConnectedNet:
             h = act(h)
             if use_dropout:
                 h = _dropout(h, key=jax.random.fold_in(key, i), rate=self.dropout, training=True)
-        last = params[-1]
-        logits = h @ last["W"] + last["b"][None, :]
-        return logits, new_state
+            hs.append(h)
+        return h, hs, new_state
 
     def _check_tree(self, params: Any, state: Any) -> None:
         """Check the static structure of params and state against this configuration."""

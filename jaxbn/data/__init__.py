@@ -3,6 +3,8 @@
 Arrays are NumPy (host) arrays; converting them to JAX arrays is the caller's business.
 """
 
+from jaxbn.data.available import available_datasets as available_datasets
+from jaxbn.data.available import dataset_available as dataset_available
 from jaxbn.data.cifar import CIFAR10_CLASSES as CIFAR10_CLASSES
 from jaxbn.data.cifar import RestrictedUnpickler as RestrictedUnpickler
 from jaxbn.data.cifar import load_cifar10_batch as load_cifar10_batch
@@ -34,6 +36,8 @@ from jaxbn.data.preprocess import subtract_mean as subtract_mean
 from jaxbn.data.preprocess import train_val_split as train_val_split
 from jaxbn.data.sources import MIRROR_ENV as MIRROR_ENV
 from jaxbn.data.sources import SOURCES as SOURCES
+from jaxbn.data.toy import TOY_NAMES as TOY_NAMES
+from jaxbn.data.toy import make_toy as make_toy
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -41,12 +45,15 @@ __all__ = [
     "DATA_ENV",
     "MIRROR_ENV",
     "SOURCES",
+    "TOY_NAMES",
     "ChecksumError",
     "Dataset",
     "DatasetError",
     "DatasetNotFoundError",
     "RestrictedUnpickler",
+    "available_datasets",
     "data_root",
+    "dataset_available",
     "download_file",
     "extract_tar_safely",
     "fetch_files",
@@ -60,6 +67,7 @@ __all__ = [
     "load_idx_pair",
     "load_mnist",
     "load_mnist_embedded",
+    "make_toy",
     "mean_image",
     "prepare",
     "read_idx_images",

@@ -183,8 +183,9 @@ def fit(
         ts, x_dev, y_dev = parallel.replicate(mesh, (ts, x_dev, y_dev))
 
     start_epoch = history.epochs_done if history.stopped_at_step is None else plan.epochs
-    total, done = plan.epochs * plan.steps_per_epoch, min(start_epoch, plan.epochs)
-    bar = _make_bar(progress, total, done * plan.steps_per_epoch)
+    # A target loss may stop the run at any check: then no total (a step count), not the maximum.
+    total = None if plan.target_loss is not None else plan.epochs * plan.steps_per_epoch
+    bar = _make_bar(progress, total, min(start_epoch, plan.epochs) * plan.steps_per_epoch)
     try:
         for epoch in range(start_epoch, plan.epochs):
             ts = _train_epoch(plan, net, ts, run_step, x_dev, y_dev, epoch, history, bar)
@@ -320,7 +321,7 @@ def _copy(tree):
     return jax.tree.map(lambda a: jax.device_put(a, may_alias=False), tree)
 
 
-def _make_bar(progress: bool, total: int, initial: int):
+def _make_bar(progress: bool, total: int | None, initial: int):
     if not progress:
         return None
     try:
