@@ -10,8 +10,8 @@ batch 100, 5 epochs over fresh permutations; each configuration keeps its best e
 validation accuracy (as the assignment's Solver).
 Grid: weight_scale {1e-2, 2e-2, 5e-3} x lr {1e-5, 1e-4, 5e-4, 1e-3} x {none, batchnorm,
 layernorm}. The 12 (scale, lr) configurations of one normalization are trained together
-(``jaxbn.train.sweep``: stacked TrainStates, one vmapped step scanned over each epoch's
-batches); the learning rate is a per-configuration array in the optimizer state (``optax.inject_hyperparams``).
+(``jaxbn.train.sweep``: stacked states, one vmapped step scanned over each epoch's batches);
+the learning rate is a per-configuration array in the optimizer state (``inject_hyperparams``).
 
 Data: CIFAR-10 when the data root (``--data-dir``, $JAXBN_DATA or ~/.cache/jaxbn) holds it,
 else Fashion-MNIST (on disk or downloaded), and the script says so; ``--dataset`` forces one.
