@@ -13,12 +13,14 @@ Shapes in docstrings: N batch, D features, H, W spatial, C channels.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Hashable, Sequence
 from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 from jax.typing import ArrayLike, DTypeLike
@@ -65,13 +67,26 @@ def batch_norm_state(
 
     Raises:
       ValueError: if a feature size is not a positive int.
-      TypeError: if ``dtype`` is not a floating type of at least 32 bits.
+      TypeError: if ``num_features`` is neither an int nor a sequence, or ``dtype`` is not a
+        floating type of at least 32 bits.
     """
-    shape = (num_features,) if isinstance(num_features, int) else tuple(num_features)
-    if not shape or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in shape):
+    if isinstance(num_features, numbers.Integral):
+        shape = (num_features,)
+    elif isinstance(num_features, Sequence) and not isinstance(num_features, str):
+        shape = tuple(num_features)
+    else:
+        raise TypeError(
+            f"num_features must be a positive int or a tuple of them, got {num_features!r} of "
+            f"type {type(num_features).__name__}"
+        )
+    if not shape or any(
+        isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral) or n < 1
+        for n in shape
+    ):
         raise ValueError(
             f"num_features must be a positive int or a tuple of them, got {num_features!r}"
         )
+    shape = tuple(int(n) for n in shape)
     dtype = jnp.dtype(dtype)
     if not jnp.issubdtype(dtype, jnp.floating) or dtype.itemsize < 4:
         raise TypeError(f"dtype must be float32 or wider, got {dtype}")
@@ -118,19 +133,23 @@ def _moments(x, mask_b, lay: _Layout, *, private: bool = False):
     """Two-pass mean and biased variance (never E[x^2] - E[x]^2), keepdims, plus the count m.
 
     Computed in float32 or wider. ``private=True`` gives the variance pass its own ``x`` and
-    ``mean`` (see ``_private``), as the custom backwards' forward does.
+    ``mean`` (see ``_private``), as the custom backwards' forward does. Masked-out elements are
+    selected away (``where``, never multiplied by 0), so they may hold anything, NaN included. With
+    a mask the count may be 0 (no real element): the mean and variance are then 0, not 0 / 0.
     """
     ct = _compute_dtype(x.dtype)
     m = _count(x.shape, mask_b, lay)
     if mask_b is not None:
         m = m.astype(ct)
+    m_div = m if mask_b is None else jnp.maximum(m, 1)
     xf = x.astype(ct)
     live = xf if mask_b is None else jnp.where(mask_b, xf, 0)
-    mean = _psum(jnp.sum(live, lay.stat_axes, keepdims=True), lay.axis_name) / m
+    mean = _psum(jnp.sum(live, lay.stat_axes, keepdims=True), lay.axis_name) / m_div
     x_v, mean_v = _private(x, mean) if private else (x, mean)
     d = x_v.astype(ct) - mean_v
-    d2 = d * d if mask_b is None else jnp.where(mask_b, d * d, 0)
-    var = _psum(jnp.sum(d2, lay.stat_axes, keepdims=True), lay.axis_name) / m
+    if mask_b is not None:
+        d = jnp.where(mask_b, d, 0)
+    var = _psum(jnp.sum(d * d, lay.stat_axes, keepdims=True), lay.axis_name) / m_div
     return mean, var, m
 
 
@@ -143,21 +162,25 @@ def _reference(x, gamma, beta, mask, lay: _Layout):
     ct = _compute_dtype(x.dtype)
     xf = x.astype(ct)
     mask_b = _mask(mask, lay)
-    mean, var, _ = _moments(xf, mask_b, lay)
-    x_hat = (xf - mean) / jnp.sqrt(var + lay.eps)
+    # Differentiate only the real elements: a NaN in a masked-out one must not reach any sum, as
+    # 0 * NaN would.
+    x_live = xf if mask_b is None else jnp.where(mask_b, xf, 0)
+    mean, var, m = _moments(x_live, mask_b, lay)
     g = jnp.reshape(gamma, lay.param_bshape).astype(ct)
     b = jnp.reshape(beta, lay.param_bshape).astype(ct)
-    y = g * x_hat + b
+    y = g * ((x_live - mean) / jnp.sqrt(var + lay.eps)) + b
     if mask_b is not None:
         # Masked-out elements are normalized like the others but pass no gradient anywhere.
-        y = jnp.where(mask_b, y, lax.stop_gradient(y))
+        y_all = lax.stop_gradient(g * ((xf - mean) / jnp.sqrt(var + lay.eps)) + b)
+        y = jnp.where(mask_b, y, y_all)
+        y = jnp.where(m > 0, y, lax.stop_gradient(b))  # no real element: beta
     return y.astype(x.dtype), mean, var
 
 
 def _primal_values(x, gamma, beta, mask):
     # symbolic_zeros=True wraps each primal; the 'perturbed' bits are not needed: XLA drops
-    # parameter gradients that nothing uses.
-    return tuple(None if p is None else p.value for p in (x, gamma, beta, mask))
+    # parameter gradients that nothing uses. The twins without symbolic zeros get plain arrays.
+    return tuple(getattr(p, "value", p) for p in (x, gamma, beta, mask))
 
 
 def _forward(x, gamma, beta, mask_b, lay: _Layout):
@@ -172,6 +195,9 @@ def _forward(x, gamma, beta, mask_b, lay: _Layout):
     x, mean_y, inv_y, g, b = _private(x, mean, inv, g, b)
     # (x - mean) * (gamma * inv_std) + beta: one fused pass, and no cancellation when |mean| >> std.
     y = (x.astype(ct) - mean_y) * (g * inv_y) + b
+    if mask_b is not None:
+        y = jnp.where(m > 0, y, b)  # no real element: beta (finite whatever x holds)
+        m = jnp.maximum(m, 1)  # the backward divides by m; every element is masked out then
     return y.astype(x.dtype), mean, var, inv, m
 
 
@@ -257,6 +283,8 @@ def _normalize_closed_bwd(lay: _Layout, res, cts):
         dbeta = jnp.sum(upstream(d_y_b), lay.param_axes, keepdims=True)
         x_r, mean_r, inv_r, d_y_r = _private(x, mean, inv, d_y)
         gy, xc = upstream(d_y_r), x_r.astype(ct) - mean_r
+        if mask_b is not None:  # select, never 0 * (x - mean): x may be NaN where masked out
+            xc = jnp.where(mask_b, xc, 0)
         if lay.stat_axes == lay.param_axes:
             # Batch norm: inv_std is constant over the summed axes, so it scales the sum once per
             # feature instead of every element (-12% on that pass at (4096, 1024)). And
@@ -309,8 +337,9 @@ def _staged_forward(x, gamma, beta, mask_b, lay: _Layout):
     ct = _compute_dtype(x.dtype)
     xf = x.astype(ct)
     m = _count(xf.shape, mask_b, lay)
+    n_real = m
     if mask_b is not None:
-        m = m.astype(ct)
+        m = jnp.maximum(m, 1).astype(ct)  # no real element: mean = var = 0, not 0 / 0
     live = xf if mask_b is None else jnp.where(mask_b, xf, 0)
     mu = _psum(jnp.sum(live, lay.stat_axes, keepdims=True), lay.axis_name) / m  # node 1
     xmu = xf - mu  # node 2
@@ -322,7 +351,10 @@ def _staged_forward(x, gamma, beta, mask_b, lay: _Layout):
     x_hat = xmu * ivar  # node 7
     g = jnp.reshape(gamma, lay.param_bshape).astype(ct)
     gx = g * x_hat  # node 8
-    y = gx + jnp.reshape(beta, lay.param_bshape).astype(ct)  # node 9
+    b = jnp.reshape(beta, lay.param_bshape).astype(ct)
+    y = gx + b  # node 9
+    if mask_b is not None:
+        y = jnp.where(n_real > 0, y, b)  # no real element: beta
     nodes = (m, xmu, var, sqrtvar, ivar, x_hat)
     return y.astype(x.dtype), mu, var, nodes
 
@@ -346,7 +378,9 @@ def _normalize_staged_bwd(lay: _Layout, res, cts):
 
     dy = jnp.zeros_like(xmu) if _is_zero(d_y) else d_y.astype(ct)
     if mask_b is not None:
+        # Select the real elements out of every product below (0 * NaN would be NaN).
         dy = jnp.where(mask_b, dy, 0)
+        xmu, x_hat = jnp.where(mask_b, xmu, 0), jnp.where(mask_b, x_hat, 0)
     # node 9 (y = gx + beta) and node 8 (gx = gamma * x_hat)
     dgamma, dbeta = _param_grads(dy, x_hat, gamma, beta, lay)
     dxhat = dy * jnp.reshape(gamma, lay.param_bshape).astype(ct)
@@ -383,6 +417,14 @@ _IMPLEMENTATIONS = {
     "autodiff": _reference,
 }
 
+# The same custom_vjps without symbolic zeros: the backward then gets materialized zero cotangents
+# (a little more work). Only for JAX's eager (un-jitted) shard_map, which rejects symbolic zeros.
+_normalize_closed_dense = jax.custom_vjp(_normalize_closed.fun, nondiff_argnums=(4,))
+_normalize_closed_dense.defvjp(_normalize_closed_fwd, _normalize_closed_bwd)
+_normalize_staged_dense = jax.custom_vjp(_normalize_staged.fun, nondiff_argnums=(4,))
+_normalize_staged_dense.defvjp(_normalize_staged_fwd, _normalize_staged_bwd)
+_DENSE = {"closed_form": _normalize_closed_dense, "staged": _normalize_staged_dense}
+
 
 def _varying_axes(a) -> frozenset:
     """Mesh axes `a` varies over inside shard_map (empty outside it, or with check_vma=False)."""
@@ -409,7 +451,14 @@ def _normalize(x, gamma, beta, mask, lay: _Layout, backward: str):
     gamma, beta = _vary_like(gamma, x), _vary_like(beta, x)
     if mask is not None:
         mask = _vary_like(mask, x)
-    return _IMPLEMENTATIONS[backward](x, gamma, beta, mask, lay)
+    try:
+        return _IMPLEMENTATIONS[backward](x, gamma, beta, mask, lay)
+    except NotImplementedError as e:
+        # Eager jax.shard_map (not under jit) cannot trace a custom_vjp with symbolic zeros and
+        # raises before doing anything; retrace with the dense twin.
+        if backward not in _DENSE or "symbolic_zeros" not in str(e):
+            raise
+        return _DENSE[backward](x, gamma, beta, mask, lay)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -457,7 +506,7 @@ def _check_mask(mask, x_shape, axes):
 
 def _prepare_bn(x, gamma, beta, *, eps, axis, axis_name, mask, backward, training=True):
     x = _checks.floating_array("x", x)
-    eps = _checks.positive("eps", eps)
+    eps = _checks.positive_finite("eps", eps)
     _check_backward(backward)
     axes = _checks.feature_axes(axis, x.ndim)
     feature_shape = tuple(x.shape[a] for a in axes)
@@ -540,6 +589,19 @@ def batch_norm(
     PyTorch's ``momentum=0.1``), with the biased batch variance. Evaluation mode normalizes with
     the running statistics and returns ``state`` unchanged. The returned state carries no gradient.
 
+    Failure behaviour (all jit-safe, decided with ``where``, never a Python branch):
+
+    - Masked-out elements may hold anything, NaN and Inf included: they are selected away, never
+      multiplied by 0, so they change neither the statistics, nor the real rows' output, nor any
+      gradient (their own gradient is exactly 0).
+    - A batch with no real element (``mask`` all False, on every device under ``axis_name``)
+      returns ``beta`` broadcast to the shape of ``x``, zero gradients, and ``state`` unchanged
+      (``count`` too).
+    - A feature whose batch mean or variance is NaN or Inf (a NaN/Inf in a real element) keeps
+      its old running mean and variance, so one bad batch does not poison evaluation forever;
+      ``count`` still increases. Its output and gradients stay what the math gives (NaN), which
+      shows the bad batch to whoever looks at the loss.
+
     Args:
       x: input: ``(N, D)``, NHWC ``(N, H, W, C)`` (``axis=-1``), NCHW (``axis=1``), ... Any float
         dtype; statistics are float32 or wider and ``y`` has the dtype of ``x``.
@@ -600,10 +662,17 @@ def batch_norm(
     mean = lax.stop_gradient(mean).reshape(feature_shape).astype(state.mean.dtype)
     var = lax.stop_gradient(var).reshape(feature_shape).astype(state.var.dtype)
     old = lax.stop_gradient(state)
+    # A feature whose batch statistics are NaN/Inf keeps its running value; a batch with no real
+    # element (all of mask False, across every device) changes nothing, count included.
+    update = jnp.isfinite(mean) & jnp.isfinite(var)
+    counted = jnp.ones((), jnp.bool_)
+    if mask is not None:
+        counted = jnp.reshape(_count(x.shape, _mask(mask, lay), lay), (-1,))[0] > 0
+        update = update & counted
     new_state = BatchNormState(
-        mean=momentum * old.mean + (1.0 - momentum) * mean,
-        var=momentum * old.var + (1.0 - momentum) * var,
-        count=old.count + 1,
+        mean=jnp.where(update, momentum * old.mean + (1.0 - momentum) * mean, old.mean),
+        var=jnp.where(update, momentum * old.var + (1.0 - momentum) * var, old.var),
+        count=old.count + counted.astype(old.count.dtype),
     )
     return y, new_state
 
@@ -650,7 +719,7 @@ def layer_norm(
       ``y``, shaped and typed like ``x``.
     """
     x = _checks.floating_array("x", x)
-    eps = _checks.positive("eps", eps)
+    eps = _checks.positive_finite("eps", eps)
     _check_backward(backward)
     axes = _checks.feature_axes(axis, x.ndim)
     feature_shape = tuple(x.shape[a] for a in axes)
