@@ -1,6 +1,7 @@
 """jaxbn: exact, fast, functional batch normalization for JAX."""
 
 from jaxbn.checkpoint import Checkpoint as Checkpoint
+from jaxbn.checkpoint import CheckpointError as CheckpointError
 from jaxbn.checkpoint import load_checkpoint as load_checkpoint
 from jaxbn.checkpoint import save_checkpoint as save_checkpoint
 from jaxbn.dropout import dropout as dropout
@@ -35,6 +36,7 @@ __all__ = [
     "BACKWARDS",
     "BatchNormState",
     "Checkpoint",
+    "CheckpointError",
     "FitResult",
     "FullyConnectedNet",
     "History",

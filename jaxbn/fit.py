@@ -23,7 +23,14 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from jaxbn.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from jaxbn import _checks
+from jaxbn.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    check_checkpoint_path,
+    load_checkpoint,
+    save_checkpoint,
+)
 from jaxbn.history import History
 from jaxbn.nn import FullyConnectedNet
 from jaxbn.train import (
@@ -32,6 +39,7 @@ from jaxbn.train import (
     _check_l2,
     _check_net,
     _check_optimizer,
+    _check_params_shapes,
     _check_xy,
     evaluate,
     init_train_state,
@@ -48,20 +56,43 @@ _SYNC_EVERY = 100  # steps between host syncs (progress bar, NaN check)
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or Inf.
 
+    Raised either by a step's loss or, when the last update of an epoch diverged, by the
+    end-of-epoch evaluation (``evaluated`` names the set: "training" or "validation"); in both
+    cases before that epoch's checkpoint is written, so the last good checkpoint stays.
+
     Attributes:
-      step: the ``TrainState.step`` value of the first step whose loss was not finite (0-based).
+      step: the ``TrainState.step`` value of the first step whose loss was not finite (0-based);
+        for an end-of-epoch evaluation, the number of steps taken (the state evaluated).
       epoch: its epoch, counting from 1.
       batch: its batch within the epoch, counting from 1.
       loss: the offending value.
+      evaluated: None for a step's loss, else the evaluated set.
     """
 
-    def __init__(self, step: int, epoch: int, batch: int, steps_per_epoch: int, loss: float):
+    def __init__(
+        self,
+        step: int,
+        epoch: int,
+        batch: int,
+        steps_per_epoch: int,
+        loss: float,
+        evaluated: str | None = None,
+    ):
         self.step, self.epoch, self.batch, self.loss = step, epoch, batch, loss
-        self._args = (step, epoch, batch, steps_per_epoch, loss)
+        self.evaluated = evaluated
+        self._args = (step, epoch, batch, steps_per_epoch, loss, evaluated)
+        if evaluated is None:
+            where = (
+                f"the training loss became {loss} at step {step} (epoch {epoch}, batch {batch} "
+                f"of {steps_per_epoch}; steps count from 0 like TrainState.step)"
+            )
+        else:
+            where = (
+                f"the {evaluated} loss at the end of epoch {epoch} (after {step} steps) is "
+                f"{loss}: the epoch's last update diverged; no checkpoint was written for it"
+            )
         super().__init__(
-            f"the training loss became {loss} at step {step} (epoch {epoch}, batch {batch} of "
-            f"{steps_per_epoch}; steps count from 0 like TrainState.step). Check the inputs for "
-            "NaN/Inf or lower the learning rate or the weight scale."
+            f"{where}. Check the inputs for NaN/Inf or lower the learning rate or the weight scale."
         )
 
     def __reduce__(self):
@@ -90,14 +121,6 @@ def _nonneg_int(name: str, value, upper: int | None = None) -> int:
     if upper is not None and value >= upper:
         raise ValueError(f"{name} must be < {upper}, got {value!r}")
     return int(value)
-
-
-def _check_labels(name: str, y: np.ndarray, num_classes: int) -> None:
-    if y.size and (y.min() < 0 or y.max() >= num_classes):
-        raise ValueError(
-            f"{name} must hold class indices in [0, {num_classes}), got values in "
-            f"[{y.min()}, {y.max()}]"
-        )
 
 
 def _epoch_order(seed, epoch, n, batch_size, sampling, steps):
@@ -144,6 +167,15 @@ def _init(net, optimizer, key, input_dim):
 def _copy(tree):
     """Copy every array (new buffers, so donating the original leaves the copy intact)."""
     return jax.tree.map(lambda a: jax.device_put(a, may_alias=False), tree)
+
+
+def _check_evaluated(metrics, evaluated, epoch, ts, steps_per_epoch) -> None:
+    """Raise if an end-of-epoch loss is not finite (the inputs were checked finite up front)."""
+    if not math.isfinite(metrics["loss"]):
+        step = int(ts.step)
+        raise NonFiniteLossError(
+            step, epoch + 1, steps_per_epoch, steps_per_epoch, metrics["loss"], evaluated
+        )
 
 
 def _make_bar(progress: bool, total: int, initial: int):
@@ -227,9 +259,15 @@ def fit(
       A ``FitResult(train_state, history, best_params, best_state)``.
 
     Raises:
-      NonFiniteLossError: the training loss became NaN or Inf (names the first such step).
-      ValueError, TypeError: invalid arguments (naming the argument and the value received), or a
-        checkpoint that does not match this run.
+      NonFiniteLossError: the training loss became NaN or Inf (names the first such step), or the
+        end-of-epoch evaluation did (the epoch's last update diverged); raised before that
+        epoch's checkpoint is written.
+      ValueError, TypeError: invalid arguments (naming the argument and the value received):
+        NaN/Inf in ``x_train``/``x_val`` (with the first bad index), labels out of range,
+        ``target_loss=nan``, ``batch_size=1`` with batch norm, a ``train_state`` of another net.
+      CheckpointError: (a ``ValueError``) an unreadable or corrupt checkpoint, or one written by
+        a different run.
+      OSError: ``checkpoint_dir`` cannot be created or written to (checked before training).
     """
     net, optimizer, l2 = _check_net(net), _check_optimizer(optimizer), _check_l2(l2)
     epochs = _nonneg_int("epochs", epochs)
@@ -242,6 +280,8 @@ def fit(
         isinstance(target_loss, bool) or not isinstance(target_loss, numbers.Real)
     ):
         raise TypeError(f"target_loss must be a float or None, got {target_loss!r}")
+    if target_loss is not None and math.isnan(target_loss):
+        raise ValueError("target_loss must be a number or None, got nan (it would never stop)")
     if eval_every is not None:
         eval_every = _check_batch_size("eval_every", eval_every)
     if not isinstance(resume, bool):
@@ -253,7 +293,8 @@ def fit(
     n = x_host.shape[0]
     if n == 0:
         raise ValueError("x_train must hold at least one example, got 0")
-    _check_labels("y_train", y_host, net.num_classes)
+    _checks.class_labels("y_train", y_host, net.num_classes)
+    _checks.all_finite("x_train", x_host)
     if (x_val is None) != (y_val is None):
         raise ValueError("x_val and y_val must be given together (or neither)")
     has_val = x_val is not None
@@ -264,13 +305,19 @@ def fit(
             raise ValueError(
                 f"x_val rows have shape {x_val.shape[1:]}, x_train rows {x_host.shape[1:]}"
             )
-        _check_labels("y_val", y_val, net.num_classes)
+        _checks.class_labels("y_val", y_val, net.num_classes)
+        _checks.all_finite("x_val", x_val)
     if sampling == "random" and batch_size > n:
         raise ValueError(
             f"batch_size must be <= the {n} training examples with sampling='random', got "
             f"{batch_size}"
         )
     input_dim = math.prod(x_host.shape[1:])
+    if batch_size == 1 and net.normalization == "batchnorm":
+        raise ValueError(
+            "batch_size must be >= 2 for a net with batch normalization (training-mode batch "
+            "statistics need more than one example per batch), got 1"
+        )
     steps_per_epoch = (
         math.ceil(n / batch_size) if sampling == "shuffle" else max(n // batch_size, 1)
     )
@@ -296,11 +343,13 @@ def fit(
     else:
         if not isinstance(train_state, TrainState):
             raise TypeError(f"train_state must be a TrainState, got {type(train_state).__name__}")
-        net._check_tree(train_state.params, train_state.state)
+        _check_params_shapes(net, train_state.params, train_state.state, input_dim, "train_state.")
         ts = _copy(train_state)
     history = History()
     best_params, best_state = None, None
     ckpt_path = None if checkpoint_dir is None else os.path.join(checkpoint_dir, CHECKPOINT_NAME)
+    if ckpt_path is not None:
+        check_checkpoint_path(ckpt_path)  # before any training: writable, no stale temp files
     if resume and os.path.exists(ckpt_path):
         ckpt = load_checkpoint(ckpt_path, ts)
         diff = sorted(
@@ -313,7 +362,9 @@ def fit(
                 f"{k}: checkpoint {ckpt.meta['config'].get(k)!r}, now {config.get(k)!r}"
                 for k in diff
             )
-            raise ValueError(f"checkpoint {ckpt_path!r} was written by a different run ({detail})")
+            raise CheckpointError(
+                f"checkpoint {ckpt_path!r} was written by a different run ({detail})"
+            )
         ts, best_params, best_state = ckpt.train_state, ckpt.best_params, ckpt.best_state
         history = History.from_dict(ckpt.meta["history"])
 
@@ -370,11 +421,13 @@ def fit(
 
             t0 = time.perf_counter()
             tr = evaluate(net, ts.params, ts.state, x_host, y_host, batch_size=eval_batch_size)
+            _check_evaluated(tr, "training", epoch, ts, steps_per_epoch)
             history.train_loss.append(tr["loss"])
             history.train_accuracy.append(tr["accuracy"])
             monitored = tr
             if has_val:
                 va = evaluate(net, ts.params, ts.state, x_val, y_val, batch_size=eval_batch_size)
+                _check_evaluated(va, "validation", epoch, ts, steps_per_epoch)
                 history.val_loss.append(va["loss"])
                 history.val_accuracy.append(va["accuracy"])
                 monitored = va

@@ -10,6 +10,7 @@ Shapes: N batch, D features, C classes.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from collections.abc import Callable
@@ -22,6 +23,7 @@ import numpy as np
 import optax
 from jax.typing import ArrayLike
 
+from jaxbn import _checks
 from jaxbn.losses import accuracy, l2_penalty, softmax_cross_entropy
 from jaxbn.nn import FullyConnectedNet
 
@@ -250,6 +252,23 @@ def _eval_batch(net, params, state, x, y, mask):
     return loss_sum, correct
 
 
+@functools.lru_cache(maxsize=32)
+def _init_shapes(net: FullyConnectedNet, input_dim: int):
+    return jax.eval_shape(partial(net.init, input_dim=input_dim), jax.random.key(0))
+
+
+def _check_params_shapes(net, params, state, input_dim: int, prefix: str = "") -> None:
+    """Require ``params`` and ``state`` to have the structure and shapes ``net.init`` gives.
+
+    ``prefix`` goes before the argument names in messages (e.g. ``"train_state."``).
+    """
+    net._check_tree(params, state)
+    want_params, want_state = _init_shapes(net, input_dim)
+    why = f"this net for {input_dim} input features"
+    _checks.tree_shapes_match(f"{prefix}params", params, want_params, why)
+    _checks.tree_shapes_match(f"{prefix}state", state, want_state, why)
+
+
 def _check_batch_size(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -308,16 +327,20 @@ def evaluate(
       ``{"loss": float, "accuracy": float}`` (both NaN when ``N == 0``).
 
     Raises:
-      ValueError: mismatched lengths, bad shapes or a non-positive ``batch_size``.
+      ValueError: mismatched lengths, bad shapes, a non-positive ``batch_size``, labels outside
+        ``[0, net.num_classes)``, or ``params``/``state`` whose shapes are not this net's.
       TypeError: non-floating ``x`` or non-integer ``y``.
     """
     net = _check_net(net)
     batch_size = _check_batch_size("batch_size", batch_size)
     x, y = _check_xy(x, y)
+    _check_params_shapes(net, params, state, math.prod(x.shape[1:]))
     n = int(x.shape[0])
     if n == 0:
         return {"loss": math.nan, "accuracy": math.nan}
-    x_host, y_host = np.asarray(x), np.asarray(y).astype(np.int32)  # one program for any labels
+    x_host, y_host = np.asarray(x), np.asarray(y)
+    _checks.class_labels("y", y_host, net.num_classes)
+    y_host = y_host.astype(np.int32)  # one program for any labels
     sums = []
     for start in range(0, n, batch_size):
         xb, yb = x_host[start : start + batch_size], y_host[start : start + batch_size]
