@@ -60,9 +60,9 @@ def positive(name: str, value) -> float:
 
 def positive_finite(name: str, value) -> float:
     """Require a finite real number > 0 (``inf`` would silently turn every output into 0)."""
-    value = real_number(name, value)
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    value = positive(name, value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
     return value
 
 
@@ -87,7 +87,7 @@ def all_finite(name: str, a) -> None:
     if bad.any():
         index = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), a.shape))
         raise ValueError(
-            f"{name} must hold only finite values, got {a[index]!r} at index {index} "
+            f"{name} must hold only finite values, got {float(a[index])} at index {index} "
             f"({int(bad.sum())} non-finite values in all)"
         )
 
