@@ -553,7 +553,9 @@ def batch_norm_train(
       axis_name: a mapped axis (``shard_map`` or ``pmap``) over which the statistics and the
         backward's sums are global, so that shards of a batch compute what the whole batch does.
       mask: optional boolean array over the reduced axes (``(N,)`` for ``(N, D)``, ``(N, H, W)`` for
-        NHWC); False elements do not count in the statistics and get no gradient.
+        NHWC); False elements do not count in the statistics and get no gradient; they may hold
+        anything, NaN and Inf included. With no True element, ``y`` is ``beta`` and the returned
+        ``mean`` and ``var`` are 0.
       backward: ``"closed_form"``, ``"staged"`` or ``"autodiff"`` (see ``batch_norm``).
 
     Returns:
@@ -624,9 +626,11 @@ def batch_norm(
       ``(y, new_state)``: ``y`` shaped and typed like ``x``.
 
     Raises:
-      TypeError: non-floating ``x``, a non-bool ``training``, a state that is not a BatchNormState.
+      TypeError: non-floating ``x``, a non-bool ``training``, a state that is not a BatchNormState,
+        an ``axis`` that is not an int or a tuple of ints.
       ValueError: shapes that do not match the feature shape, ``momentum`` outside [0, 1],
-        ``eps <= 0``, an unknown ``backward``, or one value per feature in training mode.
+        an ``eps`` that is not finite and > 0, an unknown ``backward``, or one value per feature
+        in training mode (without a mask).
 
     Example:
       >>> import jax, jax.numpy as jnp, jaxbn
