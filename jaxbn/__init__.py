@@ -16,6 +16,7 @@ from jaxbn.norm import batch_norm_state as batch_norm_state
 from jaxbn.norm import batch_norm_train as batch_norm_train
 from jaxbn.norm import layer_norm as layer_norm
 from jaxbn.train import Checkpoint as Checkpoint
+from jaxbn.train import CheckpointError as CheckpointError
 from jaxbn.train import FitResult as FitResult
 from jaxbn.train import History as History
 from jaxbn.train import NonFiniteLossError as NonFiniteLossError
@@ -35,6 +36,7 @@ __all__ = [
     "BACKWARDS",
     "BatchNormState",
     "Checkpoint",
+    "CheckpointError",
     "FitResult",
     "FullyConnectedNet",
     "History",

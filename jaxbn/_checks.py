@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -58,9 +58,50 @@ def positive(name: str, value) -> float:
     return value
 
 
+def positive_finite(name: str, value) -> float:
+    """Require a finite real number > 0 (``inf`` would silently turn every output into 0)."""
+    value = positive(name, value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return value
+
+
+def python_int(name: str, value, *, low: int | None = None, high: int | None = None) -> int:
+    """Require a Python or NumPy integer (not a bool, not a float) in ``[low, high]``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {value!r} of type {type(value).__name__}")
+    value = int(value)
+    if (low is not None and value < low) or (high is not None and value > high):
+        lo = "-inf" if low is None else low
+        hi = "inf" if high is None else high
+        raise ValueError(f"{name} must be an int in [{lo}, {hi}], got {value!r}")
+    return value
+
+
+def all_finite(name: str, a) -> None:
+    """Require a host array without NaN or Inf; the message names the first bad index."""
+    a = np.asarray(a)
+    if not np.issubdtype(a.dtype, np.inexact):
+        return
+    bad = ~np.isfinite(a)
+    if bad.any():
+        index = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), a.shape))
+        raise ValueError(
+            f"{name} must hold only finite values, got {float(a[index])} at index {index} "
+            f"({int(bad.sum())} non-finite values in all)"
+        )
+
+
 def feature_axes(axis: int | Sequence[int], ndim: int, *, name: str = "axis") -> tuple[int, ...]:
     """Normalize ``axis`` (an int or a sequence of ints) to sorted non-negative axes of an array."""
-    raw = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    if isinstance(axis, (int, np.integer)):
+        raw = (axis,)
+    elif isinstance(axis, Iterable) and not isinstance(axis, (str, bytes)):
+        raw = tuple(axis)
+    else:
+        raise TypeError(
+            f"{name} must be an int or a tuple of ints, got {axis!r} of type {type(axis).__name__}"
+        )
     if not raw:
         raise ValueError(f"{name} must name at least one axis, got {axis!r}")
     axes = []
@@ -169,11 +210,30 @@ def xy(x, y, x_name: str = "x", y_name: str = "y"):
     return x, y
 
 
-def labels(name: str, y, num_classes: int) -> None:
-    """Require (host) integer labels in ``[0, num_classes)``."""
+def class_labels(name: str, y, num_classes: int) -> None:
+    """Require host integer labels in ``[0, num_classes)`` (a bad label gives a NaN loss)."""
     y = np.asarray(y)
     if y.size and (y.min() < 0 or y.max() >= num_classes):
         raise ValueError(
             f"{name} must hold class indices in [0, {num_classes}), got values in "
             f"[{y.min()}, {y.max()}]"
         )
+
+
+def tree_shapes_match(name: str, tree, expected, why: str) -> None:
+    """Require ``tree`` to have the structure and leaf shapes of ``expected`` (shape structs).
+
+    ``why`` says where ``expected`` comes from, e.g. ``"the net with input_dim=784"``.
+    """
+    got = jax.tree_util.tree_flatten_with_path(tree)
+    want = jax.tree_util.tree_flatten_with_path(expected)
+    if got[1] != want[1]:
+        raise ValueError(
+            f"{name} does not have the structure of {why}: got {got[1]}, expected {want[1]}"
+        )
+    for (path, leaf), (_, ref) in zip(got[0], want[0], strict=True):
+        if tuple(np.shape(leaf)) != tuple(ref.shape):
+            raise ValueError(
+                f"{name}{jax.tree_util.keystr(path)} has shape {tuple(np.shape(leaf))} but "
+                f"{why} has {tuple(ref.shape)}; was it built for another net?"
+            )

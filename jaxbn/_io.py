@@ -10,6 +10,7 @@ and the target is left as it was.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import tempfile
@@ -77,7 +78,7 @@ def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
     path = Path(path)
     if not path.parent.is_dir():
         return []
-    stale = [p for p in path.parent.glob(f".{path.name}.*.tmp") if p.is_file()]
+    stale = [p for p in path.parent.glob(f".{glob.escape(path.name)}.*.tmp") if p.is_file()]
     for p in stale:
         p.unlink(missing_ok=True)
     return stale

@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from jaxbn import _checks
 from jaxbn.data import preprocess
 from jaxbn.data.cifar import load_cifar10_dir
 from jaxbn.data.embedded import (
@@ -278,6 +279,7 @@ def prepare(
         raise ValueError(
             f"prepare expects a raw data set with no validation split, got {len(ds.x_val)}"
         )
+    seed, n_train = _check_seed_n_train(seed, n_train)
     rng = np.random.default_rng(seed)
     x_train, y_train, x_test, y_test = ds.x_train, ds.y_train, ds.x_test, ds.y_test
     if len(x_test) == 0:
@@ -322,6 +324,13 @@ def prepare(
     )
 
 
+def _check_seed_n_train(seed, n_train) -> tuple[int, int | None]:
+    seed = _checks.python_int("seed", seed, low=0)
+    if n_train is not None:
+        n_train = _checks.python_int("n_train", n_train, low=1)
+    return seed, n_train
+
+
 def load_dataset(
     name: str,
     data_dir: PathLike | None = None,
@@ -354,13 +363,15 @@ def load_dataset(
       A :class:`Dataset`; by default float32 (N, D) features in [0, 1] and int32 labels.
 
     Raises:
-      ValueError: if ``name`` is unknown or a size is out of range.
+      ValueError: if ``name`` is unknown, a size is out of range or ``seed`` is negative.
+      TypeError: if ``seed`` or ``n_train`` is not an int (checked before any file is read).
       DatasetNotFoundError: if files are missing and cannot be downloaded.
       DatasetError: if a file is malformed.
       ImportError: if the optional package behind an embedded set is not installed.
     """
     if name not in _REGISTRY:
         raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(DATASET_NAMES)}")
+    _check_seed_n_train(seed, n_train)  # before any file is read or downloaded
     entry = _REGISTRY[name]
     raw = entry.load(data_dir, download, progress)
     return prepare(

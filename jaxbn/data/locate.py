@@ -123,6 +123,14 @@ def locate_cifar10(
         fetch_files(source, root, progress=progress, searched=dirs)
         downloaded = True
     else:
+        partial = next((d for d in dirs if any((d / n).is_file() for n in needed)), None)
+        if partial is not None:  # a partial copy: name exactly the files it lacks
+            missing = [n for n in needed if not (partial / n).is_file()]
+            raise DatasetNotFoundError(
+                missing_files_message(
+                    source.label, missing, partial, searched=dirs, what="the missing batch files"
+                )
+            )
         missing = [f"{remote.name} (or the extracted {CIFAR10_DIRNAME}/)"]
         what = f"{remote.name} or the extracted {CIFAR10_DIRNAME}/ folder"
         raise DatasetNotFoundError(

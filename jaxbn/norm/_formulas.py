@@ -62,19 +62,23 @@ def _moments(x, mask_b, lay: Layout, *, private: bool = False):
     """Two-pass mean and biased variance (never E[x^2] - E[x]^2), keepdims, plus the count m.
 
     Computed in float32 or wider. ``private=True`` gives the variance pass its own ``x`` and
-    ``mean`` (see ``opaque_to_cse``), as the custom backwards' forward does.
+    ``mean`` (see ``opaque_to_cse``), as the custom backwards' forward does. Masked-out elements are
+    selected away (``where``, never multiplied by 0), so they may hold anything, NaN included. With
+    a mask the count may be 0 (no real element): the mean and variance are then 0, not 0 / 0.
     """
     ct = _compute_dtype(x.dtype)
     m = _count(x.shape, mask_b, lay)
     if mask_b is not None:
         m = m.astype(ct)
+    m_div = m if mask_b is None else jnp.maximum(m, 1)
     xf = x.astype(ct)
     live = xf if mask_b is None else jnp.where(mask_b, xf, 0)
-    mean = _psum(jnp.sum(live, lay.stat_axes, keepdims=True), lay.axis_name) / m
+    mean = _psum(jnp.sum(live, lay.stat_axes, keepdims=True), lay.axis_name) / m_div
     x_v, mean_v = opaque_to_cse(x, mean) if private else (x, mean)
     d = x_v.astype(ct) - mean_v
-    d2 = d * d if mask_b is None else jnp.where(mask_b, d * d, 0)
-    var = _psum(jnp.sum(d2, lay.stat_axes, keepdims=True), lay.axis_name) / m
+    if mask_b is not None:
+        d = jnp.where(mask_b, d, 0)
+    var = _psum(jnp.sum(d * d, lay.stat_axes, keepdims=True), lay.axis_name) / m_div
     return mean, var, m
 
 
@@ -87,21 +91,25 @@ def _reference(x, gamma, beta, mask, lay: Layout):
     ct = _compute_dtype(x.dtype)
     xf = x.astype(ct)
     mask_b = _mask(mask, lay)
-    mean, var, _ = _moments(xf, mask_b, lay)
-    x_hat = (xf - mean) / jnp.sqrt(var + lay.eps)
+    # Differentiate only the real elements: a NaN in a masked-out one must not reach any sum, as
+    # 0 * NaN would.
+    x_live = xf if mask_b is None else jnp.where(mask_b, xf, 0)
+    mean, var, m = _moments(x_live, mask_b, lay)
     g = jnp.reshape(gamma, lay.param_bshape).astype(ct)
     b = jnp.reshape(beta, lay.param_bshape).astype(ct)
-    y = g * x_hat + b
+    y = g * ((x_live - mean) / jnp.sqrt(var + lay.eps)) + b
     if mask_b is not None:
         # Masked-out elements are normalized like the others but pass no gradient anywhere.
-        y = jnp.where(mask_b, y, lax.stop_gradient(y))
+        y_all = lax.stop_gradient(g * ((xf - mean) / jnp.sqrt(var + lay.eps)) + b)
+        y = jnp.where(mask_b, y, y_all)
+        y = jnp.where(m > 0, y, lax.stop_gradient(b))  # no real element: beta
     return y.astype(x.dtype), mean, var
 
 
 def _primal_values(x, gamma, beta, mask):
     # symbolic_zeros=True wraps each primal; the 'perturbed' bits are not needed: XLA drops
-    # parameter gradients that nothing uses.
-    return tuple(None if p is None else p.value for p in (x, gamma, beta, mask))
+    # parameter gradients that nothing uses. The twins without symbolic zeros get plain arrays.
+    return tuple(getattr(p, "value", p) for p in (x, gamma, beta, mask))
 
 
 def _forward(x, gamma, beta, mask_b, lay: Layout):
@@ -116,6 +124,9 @@ def _forward(x, gamma, beta, mask_b, lay: Layout):
     x, mean_y, inv_y, g, b = opaque_to_cse(x, mean, inv, g, b)
     # (x - mean) * (gamma * inv_std) + beta: one fused pass, and no cancellation when |mean| >> std.
     y = (x.astype(ct) - mean_y) * (g * inv_y) + b
+    if mask_b is not None:
+        y = jnp.where(m > 0, y, b)  # no real element: beta (finite whatever x holds)
+        m = jnp.maximum(m, 1)  # the backward divides by m; every element is masked out then
     return y.astype(x.dtype), mean, var, inv, m
 
 
@@ -201,6 +212,8 @@ def _normalize_closed_bwd(lay: Layout, res, cts):
         dbeta = jnp.sum(upstream(d_y_b), lay.param_axes, keepdims=True)
         x_r, mean_r, inv_r, d_y_r = opaque_to_cse(x, mean, inv, d_y)
         gy, xc = upstream(d_y_r), x_r.astype(ct) - mean_r
+        if mask_b is not None:  # select, never 0 * (x - mean): x may be NaN where masked out
+            xc = jnp.where(mask_b, xc, 0)
         if lay.stat_axes == lay.param_axes:
             # Batch norm: inv_std is constant over the summed axes, so it scales the sum once per
             # feature instead of every element (-12% on that pass at (4096, 1024)). And
@@ -253,8 +266,9 @@ def _staged_forward(x, gamma, beta, mask_b, lay: Layout):
     ct = _compute_dtype(x.dtype)
     xf = x.astype(ct)
     m = _count(xf.shape, mask_b, lay)
+    n_real = m
     if mask_b is not None:
-        m = m.astype(ct)
+        m = jnp.maximum(m, 1).astype(ct)  # no real element: mean = var = 0, not 0 / 0
     live = xf if mask_b is None else jnp.where(mask_b, xf, 0)
     mu = _psum(jnp.sum(live, lay.stat_axes, keepdims=True), lay.axis_name) / m  # node 1
     xmu = xf - mu  # node 2
@@ -266,7 +280,10 @@ def _staged_forward(x, gamma, beta, mask_b, lay: Layout):
     x_hat = xmu * ivar  # node 7
     g = jnp.reshape(gamma, lay.param_bshape).astype(ct)
     gx = g * x_hat  # node 8
-    y = gx + jnp.reshape(beta, lay.param_bshape).astype(ct)  # node 9
+    b = jnp.reshape(beta, lay.param_bshape).astype(ct)
+    y = gx + b  # node 9
+    if mask_b is not None:
+        y = jnp.where(n_real > 0, y, b)  # no real element: beta
     nodes = (m, xmu, var, sqrtvar, ivar, x_hat)
     return y.astype(x.dtype), mu, var, nodes
 
@@ -290,7 +307,9 @@ def _normalize_staged_bwd(lay: Layout, res, cts):
 
     dy = jnp.zeros_like(xmu) if _is_zero(d_y) else d_y.astype(ct)
     if mask_b is not None:
+        # Select the real elements out of every product below (0 * NaN would be NaN).
         dy = jnp.where(mask_b, dy, 0)
+        xmu, x_hat = jnp.where(mask_b, xmu, 0), jnp.where(mask_b, x_hat, 0)
     # node 9 (y = gx + beta) and node 8 (gx = gamma * x_hat)
     dgamma, dbeta = _param_grads(dy, x_hat, gamma, beta, lay)
     dxhat = dy * jnp.reshape(gamma, lay.param_bshape).astype(ct)
@@ -328,6 +347,15 @@ _IMPLEMENTATIONS = {
 }
 
 
+# The same custom_vjps without symbolic zeros: the backward then gets materialized zero cotangents
+# (a little more work). Only for JAX's eager (un-jitted) shard_map, which rejects symbolic zeros.
+_normalize_closed_dense = jax.custom_vjp(_normalize_closed.fun, nondiff_argnums=(4,))
+_normalize_closed_dense.defvjp(_normalize_closed_fwd, _normalize_closed_bwd)
+_normalize_staged_dense = jax.custom_vjp(_normalize_staged.fun, nondiff_argnums=(4,))
+_normalize_staged_dense.defvjp(_normalize_staged_fwd, _normalize_staged_bwd)
+_DENSE = {"closed_form": _normalize_closed_dense, "staged": _normalize_staged_dense}
+
+
 def _varying_axes(a) -> frozenset:
     """Mesh axes `a` varies over inside shard_map (empty outside it, or with check_vma=False)."""
     aval = jax.typeof(a)
@@ -358,7 +386,14 @@ def normalize(x, gamma, beta, mask, lay: Layout, backward: str):
     gamma, beta = _vary_like(gamma, x), _vary_like(beta, x)
     if mask is not None:
         mask = _vary_like(mask, x)
-    return _IMPLEMENTATIONS[backward](x, gamma, beta, mask, lay)
+    try:
+        return _IMPLEMENTATIONS[backward](x, gamma, beta, mask, lay)
+    except NotImplementedError as e:
+        # Eager jax.shard_map (not under jit) cannot trace a custom_vjp with symbolic zeros and
+        # raises before doing anything; retrace with the dense twin.
+        if backward not in _DENSE or "symbolic_zeros" not in str(e):
+            raise
+        return _DENSE[backward](x, gamma, beta, mask, lay)
 
 
 # --- evaluation mode and the running statistics ----------------------------------------------
@@ -379,9 +414,19 @@ def eval_forward(x, gamma, beta, mean, var, lay: Layout):
     return y.astype(x.dtype)
 
 
-def running_update(old, batch, momentum: float):
-    """The running average ``momentum * old + (1 - momentum) * batch`` (momentum weights OLD)."""
-    return momentum * old + (1.0 - momentum) * batch
+def running_update(old, batch, momentum: float, update=True):
+    """The running average ``momentum * old + (1 - momentum) * batch`` (momentum weights OLD).
+
+    Where ``update`` is False (a bool array broadcasting against ``old``) ``old`` is kept.
+    """
+    return jnp.where(update, momentum * old + (1.0 - momentum) * batch, old)
+
+
+def has_real_elements(x_shape, mask, lay: Layout):
+    """A bool scalar: does any device's batch hold a real (unmasked) element? (True: no mask.)"""
+    if mask is None:
+        return jnp.ones((), jnp.bool_)
+    return jnp.reshape(_count(x_shape, _mask(mask, lay), lay), (-1,))[0] > 0
 
 
 def layout(x_shape, stat_axes, param_axes, eps, axis_name=None, with_mask=False) -> Layout:

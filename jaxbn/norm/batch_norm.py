@@ -7,11 +7,13 @@ The formulas live in ``_formulas``; this module validates the static facts of a 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Hashable, Sequence
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.typing import ArrayLike, DTypeLike
 
@@ -49,13 +51,26 @@ def batch_norm_state(
 
     Raises:
       ValueError: if a feature size is not a positive int.
-      TypeError: if ``dtype`` is not a floating type of at least 32 bits.
+      TypeError: if ``num_features`` is neither an int nor a sequence, or ``dtype`` is not a
+        floating type of at least 32 bits.
     """
-    shape = (num_features,) if isinstance(num_features, int) else tuple(num_features)
-    if not shape or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in shape):
+    if isinstance(num_features, numbers.Integral):
+        shape = (num_features,)
+    elif isinstance(num_features, Sequence) and not isinstance(num_features, str):
+        shape = tuple(num_features)
+    else:
+        raise TypeError(
+            f"num_features must be a positive int or a tuple of them, got {num_features!r} of "
+            f"type {type(num_features).__name__}"
+        )
+    if not shape or any(
+        isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral) or n < 1
+        for n in shape
+    ):
         raise ValueError(
             f"num_features must be a positive int or a tuple of them, got {num_features!r}"
         )
+    shape = tuple(int(n) for n in shape)
     dtype = jnp.dtype(dtype)
     if not jnp.issubdtype(dtype, jnp.floating) or dtype.itemsize < 4:
         raise TypeError(f"dtype must be float32 or wider, got {dtype}")
@@ -77,7 +92,7 @@ def _check_mask(mask, x_shape, axes):
 
 def _prepare_bn(x, gamma, beta, *, eps, axis, axis_name, mask, backward, training=True):
     x = _checks.floating_array("x", x)
-    eps = _checks.positive("eps", eps)
+    eps = _checks.positive_finite("eps", eps)
     _checks.one_of("backward", backward, F.BACKWARDS)
     axes = _checks.feature_axes(axis, x.ndim)
     feature_shape = tuple(x.shape[a] for a in axes)
@@ -125,7 +140,9 @@ def batch_norm_train(
       axis_name: a mapped axis (``shard_map`` or ``pmap``) over which the statistics and the
         backward's sums are global, so that shards of a batch compute what the whole batch does.
       mask: optional boolean array over the reduced axes (``(N,)`` for ``(N, D)``, ``(N, H, W)`` for
-        NHWC); False elements do not count in the statistics and get no gradient.
+        NHWC); False elements do not count in the statistics and get no gradient; they may hold
+        anything, NaN and Inf included. With no True element, ``y`` is ``beta`` and the returned
+        ``mean`` and ``var`` are 0.
       backward: ``"closed_form"``, ``"staged"`` or ``"autodiff"`` (see ``batch_norm``).
 
     Returns:
@@ -161,6 +178,19 @@ def batch_norm(
     PyTorch's ``momentum=0.1``), with the biased batch variance. Evaluation mode normalizes with
     the running statistics and returns ``state`` unchanged. The returned state carries no gradient.
 
+    Failure behaviour (all jit-safe, decided with ``where``, never a Python branch):
+
+    - Masked-out elements may hold anything, NaN and Inf included: they are selected away, never
+      multiplied by 0, so they change neither the statistics, nor the real rows' output, nor any
+      gradient (their own gradient is exactly 0).
+    - A batch with no real element (``mask`` all False, on every device under ``axis_name``)
+      returns ``beta`` broadcast to the shape of ``x``, zero gradients, and ``state`` unchanged
+      (``count`` too).
+    - A feature whose batch mean or variance is NaN or Inf (a NaN/Inf in a real element) keeps
+      its old running mean and variance, so one bad batch does not poison evaluation forever;
+      ``count`` still increases. Its output and gradients stay what the math gives (NaN), which
+      shows the bad batch to whoever looks at the loss.
+
     Args:
       x: input: ``(N, D)``, NHWC ``(N, H, W, C)`` (``axis=-1``), NCHW (``axis=1``), ... Any float
         dtype; statistics are float32 or wider and ``y`` has the dtype of ``x``.
@@ -183,9 +213,11 @@ def batch_norm(
       ``(y, new_state)``: ``y`` shaped and typed like ``x``.
 
     Raises:
-      TypeError: non-floating ``x``, a non-bool ``training``, a state that is not a BatchNormState.
+      TypeError: non-floating ``x``, a non-bool ``training``, a state that is not a BatchNormState,
+        an ``axis`` that is not an int or a tuple of ints.
       ValueError: shapes that do not match the feature shape, ``momentum`` outside [0, 1],
-        ``eps <= 0``, an unknown ``backward``, or one value per feature in training mode.
+        an ``eps`` that is not finite and > 0, an unknown ``backward``, or one value per feature
+        in training mode (without a mask).
 
     Example:
       >>> import jax, jax.numpy as jnp, jaxbn
@@ -215,10 +247,14 @@ def batch_norm(
     mean = lax.stop_gradient(mean).reshape(feature_shape).astype(state.mean.dtype)
     var = lax.stop_gradient(var).reshape(feature_shape).astype(state.var.dtype)
     old = lax.stop_gradient(state)
+    # A feature whose batch statistics are NaN/Inf keeps its running value; a batch with no real
+    # element (all of mask False, across every device) changes nothing, count included.
+    counted = F.has_real_elements(x.shape, mask, lay)
+    update = jnp.isfinite(mean) & jnp.isfinite(var) & counted
     new_state = BatchNormState(
-        mean=F.running_update(old.mean, mean, momentum),
-        var=F.running_update(old.var, var, momentum),
-        count=old.count + 1,
+        mean=F.running_update(old.mean, mean, momentum, update),
+        var=F.running_update(old.var, var, momentum, update),
+        count=old.count + counted.astype(old.count.dtype),
     )
     return y, new_state
 

@@ -39,7 +39,7 @@ def layer_norm(
       ``y``, shaped and typed like ``x``.
     """
     x = _checks.floating_array("x", x)
-    eps = _checks.positive("eps", eps)
+    eps = _checks.positive_finite("eps", eps)
     _checks.one_of("backward", backward, F.BACKWARDS)
     axes = _checks.feature_axes(axis, x.ndim)
     feature_shape = tuple(x.shape[a] for a in axes)

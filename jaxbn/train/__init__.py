@@ -4,6 +4,7 @@ Imports run one way: ``step`` <- ``evaluation`` <- ``checkpoint``/``history``/``
 """
 
 from jaxbn.train.checkpoint import Checkpoint as Checkpoint
+from jaxbn.train.checkpoint import CheckpointError as CheckpointError
 from jaxbn.train.checkpoint import load_checkpoint as load_checkpoint
 from jaxbn.train.checkpoint import save_checkpoint as save_checkpoint
 from jaxbn.train.evaluation import evaluate as evaluate
@@ -19,6 +20,7 @@ from jaxbn.train.step import train_step_fn as train_step_fn
 
 __all__ = [
     "Checkpoint",
+    "CheckpointError",
     "FitResult",
     "History",
     "NonFiniteLossError",

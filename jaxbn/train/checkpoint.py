@@ -5,27 +5,50 @@ moved over the old one with ``os.replace``, so a reader sees either the previous
 new one, never a half-written file. Arrays are stored bit for bit (PRNG keys as their raw key data
 plus the name of their implementation); a loader rebuilds the pytrees from a template and checks
 every path, shape and dtype against it.
+
+Failures: a missing file raises ``FileNotFoundError``; any other unreadable, corrupt, foreign or
+mismatched file raises ``CheckpointError`` (a ``ValueError``) naming the path and what is wrong.
+Every member is read and checked inside ``load_checkpoint``, so nothing fails later. A write that
+fails raises the ``OSError`` of the operating system, its message naming the checkpoint file; the
+previous checkpoint is untouched, and temp files left by a killed write are removed by the next
+save (or by ``check_checkpoint_path``).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import tempfile
 import zipfile
+import zlib
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbn._io import atomic_open
+from jaxbn._io import atomic_open, remove_stale_temps
 from jaxbn.train.step import TrainState
 
-__all__ = ["Checkpoint", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "Checkpoint",
+    "CheckpointError",
+    "check_checkpoint_path",
+    "load_checkpoint",
+    "save_checkpoint",
+]
 
 _FORMAT = "jaxbn.checkpoint"
 _VERSION = 1
 _TREES = ("train_state", "best_params", "best_state")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: unreadable, corrupt, foreign or for another run.
+
+    The message names the file and what is wrong with it.
+    """
 
 
 class Checkpoint(NamedTuple):
@@ -77,6 +100,7 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> None:
 
     Raises:
       TypeError: ``checkpoint`` is not a ``Checkpoint`` or ``meta`` is not JSON-serializable.
+      OSError: the file cannot be written (the message names it); the old file is untouched.
     """
     if not isinstance(checkpoint, Checkpoint):
         raise TypeError(f"checkpoint must be a jaxbn.Checkpoint, got {type(checkpoint).__name__}")
@@ -91,18 +115,46 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> None:
     except TypeError as e:
         raise TypeError(f"checkpoint.meta must be JSON-serializable: {e}") from None
     arrays["header"] = np.array(text)
-    _atomic_savez(os.fspath(path), arrays)
+    path = os.fspath(path)
+    try:
+        remove_stale_temps(path)
+        with atomic_open(path) as f:  # the umask's mode, not 0600
+            np.savez(f, **arrays)
+    except OSError as e:
+        raise _naming(e, f"cannot write checkpoint {path!r}") from e
 
 
-def _atomic_savez(path: str, arrays: dict[str, np.ndarray]) -> None:
-    with atomic_open(path) as f:
-        np.savez(f, **arrays)
+def _naming(e: OSError, what: str) -> OSError:
+    """The same kind of OSError, its message saying which file it is about."""
+    return type(e)(e.errno, f"{what}: {e.strerror or e}") if e.errno else type(e)(f"{what}: {e}")
+
+
+def check_checkpoint_path(path: str | os.PathLike) -> None:
+    """Make sure a checkpoint can be written at ``path`` before any work depends on it.
+
+    Creates the directory if needed, removes temp files left by a killed save, and creates and
+    deletes a probe file there.
+
+    Raises:
+      OSError: the directory cannot be created or written to (the message names it).
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(directory, exist_ok=True)
+        remove_stale_temps(path)
+        fd, probe = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
+                                     dir=directory)  # fmt: skip
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise _naming(e, f"cannot write checkpoints in {directory!r}") from e
 
 
 def _unflatten(name: str, template, entries: list[dict], npz, path: str):
     leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
     if len(entries) != len(leaves):
-        raise ValueError(
+        raise CheckpointError(
             f"checkpoint {path!r}: {name} has {len(entries)} arrays but the template has "
             f"{len(leaves)}; was it written for a different net or optimizer?"
         )
@@ -110,9 +162,11 @@ def _unflatten(name: str, template, entries: list[dict], npz, path: str):
     for i, ((tpath, tleaf), entry) in enumerate(zip(leaves, entries, strict=True)):
         where = f"checkpoint {path!r}: {name}{entry['path']}"
         if entry["path"] != jax.tree_util.keystr(tpath):
-            raise ValueError(
+            raise CheckpointError(
                 f"{where} does not match the template's {name}{jax.tree_util.keystr(tpath)}"
             )
+        if f"{name}/{i}" not in npz:
+            raise CheckpointError(f"{where}: its array {name}/{i} is missing from the file")
         arr = npz[f"{name}/{i}"]
         if _is_key(tleaf):
             want_impl = str(jax.random.key_impl(tleaf))
@@ -121,13 +175,13 @@ def _unflatten(name: str, template, entries: list[dict], npz, path: str):
                 jax.random.key_data(tleaf).dtype,
             )
             if entry["key_impl"] != want_impl:
-                raise ValueError(
+                raise CheckpointError(
                     f"{where} holds a {entry['key_impl']} key, the template a {want_impl} key"
                 )
         else:
             want_shape, want_dtype = np.shape(tleaf), np.dtype(jnp.result_type(tleaf))
         if arr.shape != tuple(want_shape) or arr.dtype != want_dtype:
-            raise ValueError(
+            raise CheckpointError(
                 f"{where} has shape {arr.shape} and dtype {arr.dtype}; the template expects "
                 f"shape {tuple(want_shape)} and dtype {want_dtype}"
             )
@@ -152,39 +206,65 @@ def load_checkpoint(path: str | os.PathLike, template: TrainState) -> Checkpoint
 
     Raises:
       FileNotFoundError: no file at ``path``.
-      ValueError: not a jaxbn checkpoint, an unsupported version, or a tree whose paths, shapes or
-        dtypes differ from the template (the message names the first mismatch).
+      CheckpointError: (a ``ValueError``) an unreadable or corrupt file, not a jaxbn checkpoint,
+        an unsupported version, or a tree whose paths, shapes or dtypes differ from the template;
+        the message names the path and the first problem.
     """
     path = os.fspath(path)
     if not isinstance(template, TrainState):
         raise TypeError(f"template must be a jaxbn.TrainState, got {type(template).__name__}")
+    arrays = _read_members(path)
     try:
-        npz = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise ValueError(f"checkpoint {path!r} is not a readable .npz file: {e}") from None
-    with npz:
-        try:
-            header = json.loads(str(npz["header"]))
-        except (KeyError, ValueError) as e:
-            raise ValueError(f"checkpoint {path!r} has no valid jaxbn header: {e}") from None
-        if header.get("format") != _FORMAT:
-            raise ValueError(
-                f"{path!r} is not a jaxbn checkpoint (format {header.get('format')!r})"
-            )
-        if header.get("version") != _VERSION:
-            raise ValueError(
-                f"checkpoint {path!r} has version {header.get('version')!r}; this jaxbn reads "
-                f"version {_VERSION}"
-            )
-        templates = {
-            "train_state": template,
-            "best_params": template.params,
-            "best_state": template.state,
-        }
+        header = json.loads(str(arrays["header"]))
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path!r} has no valid jaxbn header: {e}") from None
+    if not isinstance(header, dict) or header.get("format") != _FORMAT:
+        fmt = header.get("format") if isinstance(header, dict) else type(header).__name__
+        raise CheckpointError(f"{path!r} is not a jaxbn checkpoint (format {fmt!r})")
+    if header.get("version") != _VERSION:
+        raise CheckpointError(
+            f"checkpoint {path!r} has version {header.get('version')!r}; this jaxbn reads "
+            f"version {_VERSION}"
+        )
+    trees_meta, meta = header.get("trees"), header.get("meta")
+    if not isinstance(meta, dict) or not (
+        isinstance(trees_meta, dict) and all(isinstance(trees_meta.get(t), list) for t in _TREES)
+    ):
+        raise CheckpointError(f"checkpoint {path!r} has a damaged header (trees or meta)")
+    templates = {
+        "train_state": template,
+        "best_params": template.params,
+        "best_state": template.state,
+    }
+    try:
         trees = {
-            name: _unflatten(name, templates[name], header["trees"][name], npz, path)
+            name: _unflatten(name, templates[name], trees_meta[name], arrays, path)
             for name in _TREES
         }
-    return Checkpoint(meta=header["meta"], **trees)
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"checkpoint {path!r} has a damaged header entry: {e!r}") from None
+    return Checkpoint(meta=meta, **trees)
+
+
+def _read_members(path: str) -> dict[str, np.ndarray]:
+    """Read every array of the ``.npz`` at ``path`` now (a zip checks each member's CRC-32)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise CheckpointError(f"checkpoint {path!r} cannot be read: {e.strerror or e}") from e
+    if not data:
+        raise CheckpointError(f"checkpoint {path!r} is empty (0 bytes)")
+    try:
+        loaded = np.load(io.BytesIO(data), allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded:
+                return {name: loaded[name] for name in loaded.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise CheckpointError(
+            f"checkpoint {path!r} is not a readable .npz file: corrupt or not an archive "
+            f"({type(e).__name__}: {e})"
+        ) from None
+    raise CheckpointError(f"checkpoint {path!r} is a .npy array, not an .npz archive")

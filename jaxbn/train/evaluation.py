@@ -16,6 +16,7 @@ from jax.typing import ArrayLike
 from jaxbn import _checks
 from jaxbn.losses import accuracy, softmax_cross_entropy
 from jaxbn.nn import FullyConnectedNet
+from jaxbn.train.step import check_params_shapes
 
 __all__ = ["evaluate"]
 
@@ -55,16 +56,20 @@ def evaluate(
       ``{"loss": float, "accuracy": float}`` (both NaN when ``N == 0``).
 
     Raises:
-      ValueError: mismatched lengths, bad shapes or a non-positive ``batch_size``.
+      ValueError: mismatched lengths, bad shapes, a non-positive ``batch_size``, labels outside
+        ``[0, net.num_classes)``, or ``params``/``state`` whose shapes are not this net's.
       TypeError: non-floating ``x`` or non-integer ``y``.
     """
     net = _checks.net(net)
     batch_size = _checks.positive_int("batch_size", batch_size)
     x, y = _checks.xy(x, y)
+    check_params_shapes(net, params, state, math.prod(x.shape[1:]))
     n = int(x.shape[0])
     if n == 0:
         return {"loss": math.nan, "accuracy": math.nan}
-    x_host, y_host = np.asarray(x), np.asarray(y).astype(np.int32)  # one program for any labels
+    x_host, y_host = np.asarray(x), np.asarray(y)
+    _checks.class_labels("y", y_host, net.num_classes)
+    y_host = y_host.astype(np.int32)  # one program for any labels
     sums = []
     for start in range(0, n, batch_size):
         xb, yb = x_host[start : start + batch_size], y_host[start : start + batch_size]

@@ -25,11 +25,22 @@ from jax.sharding import Mesh
 
 from jaxbn import _checks, parallel
 from jaxbn.nn import FullyConnectedNet
-from jaxbn.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from jaxbn.train.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    check_checkpoint_path,
+    load_checkpoint,
+    save_checkpoint,
+)
 from jaxbn.train.evaluation import evaluate
 from jaxbn.train.history import History
 from jaxbn.train.plan import CHECKPOINT_NAME, SAMPLINGS, Plan, epoch_order, make_plan
-from jaxbn.train.step import TrainState, compiled_init, indexed_step_runner
+from jaxbn.train.step import (
+    TrainState,
+    check_params_shapes,
+    compiled_init,
+    indexed_step_runner,
+)
 
 __all__ = ["CHECKPOINT_NAME", "SAMPLINGS", "FitResult", "NonFiniteLossError", "fit"]
 
@@ -39,20 +50,43 @@ _SYNC_EVERY = 100  # steps between host syncs (progress bar, NaN check)
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or Inf.
 
+    Raised either by a step's loss or, when the last update of an epoch diverged, by the
+    end-of-epoch evaluation (``evaluated`` names the set: "training" or "validation"); in both
+    cases before that epoch's checkpoint is written, so the last good checkpoint stays.
+
     Attributes:
-      step: the ``TrainState.step`` value of the first step whose loss was not finite (0-based).
+      step: the ``TrainState.step`` value of the first step whose loss was not finite (0-based);
+        for an end-of-epoch evaluation, the number of steps taken (the state evaluated).
       epoch: its epoch, counting from 1.
       batch: its batch within the epoch, counting from 1.
       loss: the offending value.
+      evaluated: None for a step's loss, else the evaluated set.
     """
 
-    def __init__(self, step: int, epoch: int, batch: int, steps_per_epoch: int, loss: float):
+    def __init__(
+        self,
+        step: int,
+        epoch: int,
+        batch: int,
+        steps_per_epoch: int,
+        loss: float,
+        evaluated: str | None = None,
+    ):
         self.step, self.epoch, self.batch, self.loss = step, epoch, batch, loss
-        self._args = (step, epoch, batch, steps_per_epoch, loss)
+        self.evaluated = evaluated
+        self._args = (step, epoch, batch, steps_per_epoch, loss, evaluated)
+        if evaluated is None:
+            where = (
+                f"the training loss became {loss} at step {step} (epoch {epoch}, batch {batch} "
+                f"of {steps_per_epoch}; steps count from 0 like TrainState.step)"
+            )
+        else:
+            where = (
+                f"the {evaluated} loss at the end of epoch {epoch} (after {step} steps) is "
+                f"{loss}: the epoch's last update diverged; no checkpoint was written for it"
+            )
         super().__init__(
-            f"the training loss became {loss} at step {step} (epoch {epoch}, batch {batch} of "
-            f"{steps_per_epoch}; steps count from 0 like TrainState.step). Check the inputs for "
-            "NaN/Inf or lower the learning rate or the weight scale."
+            f"{where}. Check the inputs for NaN/Inf or lower the learning rate or the weight scale."
         )
 
     def __reduce__(self):
@@ -151,9 +185,15 @@ def fit(
       A ``FitResult(train_state, history, best_params, best_state)``.
 
     Raises:
-      NonFiniteLossError: the training loss became NaN or Inf (names the first such step).
-      ValueError, TypeError: invalid arguments (naming the argument and the value received), or a
-        checkpoint that does not match this run.
+      NonFiniteLossError: the training loss became NaN or Inf (names the first such step), or the
+        end-of-epoch evaluation did (the epoch's last update diverged); raised before that
+        epoch's checkpoint is written.
+      ValueError, TypeError: invalid arguments (naming the argument and the value received):
+        NaN/Inf in ``x_train``/``x_val`` (with the first bad index), labels out of range,
+        ``target_loss=nan``, ``batch_size=1`` with batch norm, a ``train_state`` of another net.
+      CheckpointError: (a ``ValueError``) an unreadable or corrupt checkpoint, or one written by
+        a different run.
+      OSError: ``checkpoint_dir`` cannot be created or written to (checked before training).
     """
     net, optimizer = _checks.net(net), _checks.optimizer(optimizer)
     l2 = _checks.nonneg_finite("l2", l2)
@@ -210,9 +250,12 @@ def _start(plan: Plan, net, optimizer, train_state, resume: bool):
     else:
         if not isinstance(train_state, TrainState):
             raise TypeError(f"train_state must be a TrainState, got {type(train_state).__name__}")
-        net._check_tree(train_state.params, train_state.state)
+        input_dim = math.prod(plan.x_host.shape[1:])
+        check_params_shapes(net, train_state.params, train_state.state, input_dim, "train_state.")
         ts = _copy(train_state)
     history, best = History(), _Best(None, None)
+    if plan.ckpt_path is not None:
+        check_checkpoint_path(plan.ckpt_path)  # before any training: writable, no stale temps
     if resume and plan.ckpt_path is not None and os.path.exists(plan.ckpt_path):
         ckpt = load_checkpoint(plan.ckpt_path, ts)
         saved = ckpt.meta["config"]
@@ -223,7 +266,7 @@ def _start(plan: Plan, net, optimizer, train_state, resume: bool):
             detail = ", ".join(
                 f"{k}: checkpoint {saved.get(k)!r}, now {plan.config.get(k)!r}" for k in diff
             )
-            raise ValueError(
+            raise CheckpointError(
                 f"checkpoint {plan.ckpt_path!r} was written by a different run ({detail})"
             )
         ts, best = ckpt.train_state, _Best(ckpt.best_params, ckpt.best_state)
@@ -283,11 +326,13 @@ def _close_epoch(plan: Plan, net, ts, epoch, history, best: _Best, bar) -> _Best
     tr = evaluate(
         net, ts.params, ts.state, plan.x_host, plan.y_host, batch_size=plan.eval_batch_size
     )
+    _check_evaluated(tr, "training", epoch, ts, plan.steps_per_epoch)
     history.train_loss.append(tr["loss"])
     history.train_accuracy.append(tr["accuracy"])
     monitored = tr
     if plan.val is not None:
         va = _monitored(plan, net, ts)
+        _check_evaluated(va, "validation", epoch, ts, plan.steps_per_epoch)
         history.val_loss.append(va["loss"])
         history.val_accuracy.append(va["accuracy"])
         monitored = va
@@ -319,6 +364,15 @@ def _close_epoch(plan: Plan, net, ts, epoch, history, best: _Best, bar) -> _Best
 def _copy(tree):
     """Copy every array (new buffers, so donating the original leaves the copy intact)."""
     return jax.tree.map(lambda a: jax.device_put(a, may_alias=False), tree)
+
+
+def _check_evaluated(metrics, evaluated, epoch, ts, steps_per_epoch) -> None:
+    """Raise if an end-of-epoch loss is not finite (the inputs were checked finite up front)."""
+    if not math.isfinite(metrics["loss"]):
+        step = int(ts.step)
+        raise NonFiniteLossError(
+            step, epoch + 1, steps_per_epoch, steps_per_epoch, metrics["loss"], evaluated
+        )
 
 
 def _make_bar(progress: bool, total: int | None, initial: int):

@@ -49,6 +49,8 @@ def make_plan(net, x_train, y_train, x_val, y_val, **a) -> Plan:
         isinstance(target_loss, bool) or not isinstance(target_loss, numbers.Real)
     ):
         raise TypeError(f"target_loss must be a float or None, got {target_loss!r}")
+    if target_loss is not None and math.isnan(target_loss):
+        raise ValueError("target_loss must be a number or None, got nan (it would never stop)")
     eval_every = a["eval_every"]
     if eval_every is not None:
         eval_every = _checks.positive_int("eval_every", eval_every)
@@ -62,7 +64,8 @@ def make_plan(net, x_train, y_train, x_val, y_val, **a) -> Plan:
     n = x_host.shape[0]
     if n == 0:
         raise ValueError("x_train must hold at least one example, got 0")
-    _checks.labels("y_train", y_host, net.num_classes)
+    _checks.class_labels("y_train", y_host, net.num_classes)
+    _checks.all_finite("x_train", x_host)
     if (x_val is None) != (y_val is None):
         raise ValueError("x_val and y_val must be given together (or neither)")
     val = None
@@ -73,11 +76,17 @@ def make_plan(net, x_train, y_train, x_val, y_val, **a) -> Plan:
             raise ValueError(
                 f"x_val rows have shape {val[0].shape[1:]}, x_train rows {x_host.shape[1:]}"
             )
-        _checks.labels("y_val", val[1], net.num_classes)
+        _checks.class_labels("y_val", val[1], net.num_classes)
+        _checks.all_finite("x_val", val[0])
     if sampling == "random" and batch_size > n:
         raise ValueError(
             f"batch_size must be <= the {n} training examples with sampling='random', got "
             f"{batch_size}"
+        )
+    if batch_size == 1 and getattr(net, "normalization", None) == "batchnorm":
+        raise ValueError(
+            "batch_size must be >= 2 for a net with batch normalization (training-mode batch "
+            "statistics need more than one example per batch), got 1"
         )
     steps_per_epoch = (
         math.ceil(n / batch_size) if sampling == "shuffle" else max(n // batch_size, 1)

@@ -10,6 +10,7 @@ Shapes: N batch, D features, C classes.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from functools import partial
 from typing import Any, NamedTuple
@@ -25,6 +26,7 @@ from jaxbn.nn import FullyConnectedNet
 
 __all__ = [
     "TrainState",
+    "check_params_shapes",
     "compiled_init",
     "compute_loss",
     "indexed_step",
@@ -253,3 +255,20 @@ def compiled_init(net, optimizer, key, input_dim):
     if not _hashable(optimizer):
         return init_train_state(net, optimizer, key, input_dim)
     return _cached_init(net, optimizer, key, input_dim)
+
+
+@functools.lru_cache(maxsize=32)
+def _init_shapes(net, input_dim: int):
+    return jax.eval_shape(partial(net.init, input_dim=input_dim), jax.random.key(0))
+
+
+def check_params_shapes(net, params, state, input_dim: int, prefix: str = "") -> None:
+    """Require ``params`` and ``state`` to have the structure and shapes ``net.init`` gives.
+
+    ``prefix`` goes before the argument names in messages (e.g. ``"train_state."``).
+    """
+    net._check_tree(params, state)
+    want_params, want_state = _init_shapes(net, input_dim)
+    why = f"this net for {input_dim} input features"
+    _checks.tree_shapes_match(f"{prefix}params", params, want_params, why)
+    _checks.tree_shapes_match(f"{prefix}state", state, want_state, why)
