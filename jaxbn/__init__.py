@@ -3,10 +3,13 @@
 from jaxbn.checkpoint import Checkpoint as Checkpoint
 from jaxbn.checkpoint import load_checkpoint as load_checkpoint
 from jaxbn.checkpoint import save_checkpoint as save_checkpoint
+from jaxbn.convnet import ConvNet as ConvNet
 from jaxbn.dropout import dropout as dropout
 from jaxbn.fit import FitResult as FitResult
 from jaxbn.fit import NonFiniteLossError as NonFiniteLossError
 from jaxbn.fit import fit as fit
+from jaxbn.fold import fold_batch_norm as fold_batch_norm
+from jaxbn.fold import fold_net as fold_net
 from jaxbn.history import History as History
 from jaxbn.init import fixed_std_normal as fixed_std_normal
 from jaxbn.init import he_normal as he_normal
@@ -22,6 +25,8 @@ from jaxbn.norm import batch_norm as batch_norm
 from jaxbn.norm import batch_norm_state as batch_norm_state
 from jaxbn.norm import batch_norm_train as batch_norm_train
 from jaxbn.norm import layer_norm as layer_norm
+from jaxbn.recalibrate import population_statistics as population_statistics
+from jaxbn.recalibrate import recalibrate as recalibrate
 from jaxbn.train import TrainState as TrainState
 from jaxbn.train import compute_loss as compute_loss
 from jaxbn.train import evaluate as evaluate
@@ -35,6 +40,7 @@ __all__ = [
     "BACKWARDS",
     "BatchNormState",
     "Checkpoint",
+    "ConvNet",
     "FitResult",
     "FullyConnectedNet",
     "History",
@@ -49,6 +55,8 @@ __all__ = [
     "evaluate",
     "fit",
     "fixed_std_normal",
+    "fold_batch_norm",
+    "fold_net",
     "he_normal",
     "init_std",
     "init_train_state",
@@ -56,6 +64,8 @@ __all__ = [
     "layer_norm",
     "load_checkpoint",
     "make_train_step",
+    "population_statistics",
+    "recalibrate",
     "save_checkpoint",
     "softmax_cross_entropy",
     "train_step_fn",

@@ -24,6 +24,7 @@ import optax
 from jax.sharding import Mesh
 
 from jaxbn.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from jaxbn.convnet import ConvNet
 from jaxbn.history import History
 from jaxbn.nn import FullyConnectedNet
 from jaxbn.train import (
@@ -270,7 +271,8 @@ def fit(
             f"batch_size must be <= the {n} training examples with sampling='random', got "
             f"{batch_size}"
         )
-    input_dim = math.prod(x_host.shape[1:])
+    # A ConvNet is initialized from one example's (H, W, C), a FullyConnectedNet from D.
+    input_dim = x_host.shape[1:] if isinstance(net, ConvNet) else math.prod(x_host.shape[1:])
     steps_per_epoch = (
         math.ceil(n / batch_size) if sampling == "shuffle" else max(n // batch_size, 1)
     )

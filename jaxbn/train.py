@@ -22,6 +22,7 @@ import numpy as np
 import optax
 from jax.typing import ArrayLike
 
+from jaxbn.convnet import ConvNet
 from jaxbn.losses import accuracy, l2_penalty, softmax_cross_entropy
 from jaxbn.nn import FullyConnectedNet
 
@@ -58,9 +59,11 @@ class TrainState(NamedTuple):
 StepFn = Callable[..., tuple[TrainState, dict[str, jax.Array]]]
 
 
-def _check_net(net) -> FullyConnectedNet:
-    if not isinstance(net, FullyConnectedNet):
-        raise TypeError(f"net must be a jaxbn.FullyConnectedNet, got {type(net).__name__}")
+def _check_net(net) -> FullyConnectedNet | ConvNet:
+    if not isinstance(net, (FullyConnectedNet, ConvNet)):
+        raise TypeError(
+            f"net must be a jaxbn.FullyConnectedNet or jaxbn.ConvNet, got {type(net).__name__}"
+        )
     return net
 
 
@@ -87,7 +90,7 @@ def init_train_state(
     net: FullyConnectedNet,
     optimizer: optax.GradientTransformation,
     key: jax.Array,
-    input_dim: int,
+    input_dim: int | tuple[int, ...],
 ) -> TrainState:
     """Initialize the net and the optimizer; step 0.
 
@@ -98,7 +101,8 @@ def init_train_state(
       net: the network configuration.
       optimizer: an optax gradient transformation.
       key: a ``jax.random`` key (``jax.random.key(seed)``).
-      input_dim: ``D``, features per example.
+      input_dim: ``D``, features per example; for a ``ConvNet`` one example's shape
+        ``(H, W, C)`` (``x.shape[1:]``).
 
     Returns:
       A ``TrainState``.
