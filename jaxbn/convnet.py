@@ -184,9 +184,9 @@ class ConvNet:
     ) -> tuple[list[dict[str, jax.Array]], list[BatchNormState | None]]:
         """Create the parameters and the initial state.
 
-        Weights are ``init_std(weight_init, fan_in) * N(0, 1)``, one key per layer
-        (``jax.random.fold_in(key, i)``); biases and ``beta`` 0, ``gamma`` 1; running statistics
-        mean 0, var 1.
+        Weights are ``init_std(weight_init, fan_in) * z``, the ``z ~ N(0, 1)`` of all layers
+        taken in layer order from one ``jax.random.normal(key, (total,))`` draw. Biases and
+        ``beta`` start at 0, ``gamma`` at 1, running statistics at mean 0 and var 1.
 
         Args:
           key: a ``jax.random`` key.
@@ -206,10 +206,14 @@ class ConvNet:
         dims = (h * w * c_last, *self.hidden_dims, self.num_classes)
         shapes += list(itertools.pairwise(dims))
         stats_dtype = jnp.promote_types(dtype, jnp.float32)
+        # One draw for every weight (one RNG program, not one per layer shape), sliced per layer.
+        sizes = [math.prod(shape) for shape in shapes]
+        z_all = jax.random.normal(key, (sum(sizes),), dtype)
+        offsets = [0, *itertools.accumulate(sizes)]
         params, state = [], []
         for i, shape in enumerate(shapes):
             std = init_std(self.weight_init, math.prod(shape[:-1]))
-            z = jax.random.normal(jax.random.fold_in(key, i), shape, dtype)
+            z = z_all[offsets[i] : offsets[i + 1]].reshape(shape)
             layer = {"W": (std * z).astype(dtype), "b": jnp.zeros(shape[-1:], dtype)}
             if i < len(shapes) - 1:
                 if self.normalization is not None:
