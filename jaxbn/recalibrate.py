@@ -94,8 +94,16 @@ def population_statistics(
       ``(mean, var, count)``: float64 NumPy arrays of the feature shape and the number of values
       each statistic averages over.
     """
+    step = jax.jit(lambda xb, m: _moments(features(xb, m), m, axis))
+    mean, var, count = _stream(step, x, batch_size, mesh)
+    return mean, var, count
+
+
+def _stream(step: Callable, x, batch_size, mesh) -> tuple[np.ndarray, np.ndarray, int]:
+    """Run ``step(x_batch, mask) -> (count, mean, M2)`` over x in padded batches; merge on host."""
     batch_size = _check_batch_size(batch_size)
-    x = np.asarray(x) if not isinstance(x, jax.Array) else x
+    if not isinstance(x, jax.Array):
+        x = np.asarray(x)
     n = int(x.shape[0])
     if n == 0:
         raise ValueError("x must hold at least one example, got 0")
@@ -106,15 +114,14 @@ def population_statistics(
                 f"batch_size must be a multiple of the mesh's {mesh.size} devices, got {batch_size}"
             )
         put = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
-    step = jax.jit(lambda xb, m: _moments(features(xb, m), m, axis))
+    xp = jnp if isinstance(x, jax.Array) else np
     acc = None
     for start in range(0, n, batch_size):
         xb = x[start : start + batch_size]
         real = int(xb.shape[0])
         if real < batch_size:
-            pad = jnp.zeros((batch_size - real, *xb.shape[1:]), xb.dtype)
-            xb = jnp.concatenate([jnp.asarray(xb), pad])
-        mask = jnp.arange(batch_size) < real
+            xb = xp.concatenate([xb, xp.zeros((batch_size - real, *xb.shape[1:]), xb.dtype)])
+        mask = np.arange(batch_size) < real
         if put is not None:
             xb, mask = jax.device_put(xb, put), jax.device_put(mask, put)
         acc = _merge(acc, jax.device_get(step(xb, mask)))
@@ -140,16 +147,16 @@ def _fc_norm_input(net: FullyConnectedNet, params, state, x, layer: int):
     return h @ params[layer]["W"] + params[layer]["b"][None, :]
 
 
-def _norm_input_fn(net, params, layer: int) -> tuple[Callable, int]:
-    """``(fn(state, x) -> pre-norm activations of layer``, feature axis)."""
+@partial(jax.jit, static_argnums=(0, 1))
+def _layer_moments(net, layer: int, params, state, xb, mask):
+    """(count, mean, M2) of layer ``layer``'s pre-norm input over one batch (compiled once per
+    net, layer and batch shape, across ``recalibrate`` calls)."""
     if isinstance(net, ConvNet):
+        h = net.apply(params, state, xb, training=False, stop_before_norm=layer)[0]
         axis = net.channel_axis if layer < len(net.channels) else -1
-
-        def fn(state, x):
-            return net.apply(params, state, x, training=False, stop_before_norm=layer)[0]
-
-        return fn, axis
-    return partial(_fc_norm_input, net, params, layer=layer), -1
+    else:
+        h, axis = _fc_norm_input(net, params, state, xb, layer), -1
+    return _moments(h, mask, axis)
 
 
 def recalibrate(
@@ -199,15 +206,9 @@ def recalibrate(
     net._check_tree(params, state)
     new_state = list(state)
     for layer, old in enumerate(state):
-        fn, axis = _norm_input_fn(net, params, layer)
         frozen = list(new_state)  # the layers before `layer` are already recalibrated
-        mean, var, _ = population_statistics(
-            lambda xb, m, fn=fn, frozen=frozen: fn(frozen, xb),
-            x,
-            batch_size=batch_size,
-            axis=axis,
-            mesh=mesh,
-        )
+        step = partial(_layer_moments, net, layer, params, frozen)
+        mean, var, _ = _stream(step, x, batch_size, mesh)
         new_state[layer] = BatchNormState(
             mean=jnp.asarray(mean, old.mean.dtype),
             var=jnp.asarray(var, old.var.dtype),

@@ -1,12 +1,13 @@
 """Exact recalibration: the population statistics of each layer's eval-mode input."""
 
 import dataclasses
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import rel_error
+from helpers import rel_error, run_worker
 
 import jaxbn
 
@@ -29,7 +30,7 @@ def _check_against_full_batch(net, params, state, new_state, x):
     # statistics of every layer, each layer normalized by the full-data statistics of the
     # layers before it, which are exactly their recalibrated statistics.
     oracle = dataclasses.replace(net, momentum=0.0)
-    _, full = oracle.apply(params, state, x, training=True)
+    _, full = jax.jit(oracle.apply, static_argnames="training")(params, state, x, training=True)
     for s, f in zip(new_state, full, strict=True):
         assert rel_error(s.mean, f.mean) <= 1e-10
         assert rel_error(s.var, f.var) <= 1e-10
@@ -92,3 +93,9 @@ def test_recalibrate_rejects_bad_input():
         jaxbn.recalibrate(bn, params, state, np.zeros((4, 2), np.float32), batch_size=0)
     with pytest.raises(ValueError, match="at least one example"):
         jaxbn.recalibrate(bn, params, state, np.zeros((0, 2), np.float32))
+
+
+def test_recalibrate_on_a_mesh_matches_one_device():
+    report = run_worker(Path(__file__).parent / "recalibrate_worker.py", n_devices=4)
+    assert report["devices"] == 4
+    assert max(report["errors"].values()) <= 1e-6, report["errors"]
