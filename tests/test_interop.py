@@ -1,5 +1,8 @@
 """Converters against the installed PyTorch and flax: same logits both ways, same state updates."""
 
+import importlib
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -140,3 +143,11 @@ def test_converters_reject_mismatches():
         interop.from_flax_variables(net, variables)
     with pytest.raises(AttributeError):
         _ = interop.no_such_converter
+
+
+@pytest.mark.parametrize(("submodule", "library"), [("torch", "torch"), ("flax", "flax.linen")])
+def test_missing_library_names_the_extra(monkeypatch, submodule, library):
+    monkeypatch.setitem(sys.modules, library, None)  # `import library` now raises ImportError
+    monkeypatch.delitem(sys.modules, f"jaxbn.interop.{submodule}", raising=False)
+    with pytest.raises(ImportError, match=r"pip install 'jaxbn\[interop\]'"):
+        importlib.import_module(f"jaxbn.interop.{submodule}")
