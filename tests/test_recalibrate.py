@@ -95,7 +95,7 @@ def test_recalibrate_rejects_bad_input():
         jaxbn.recalibrate(bn, params, state, np.zeros((0, 2), np.float32))
 
 
-def test_recalibrate_on_a_mesh_matches_one_device():
+def test_recalibrate_and_conv_fit_on_a_mesh_match_one_device():
     report = run_worker(Path(__file__).parent / "recalibrate_worker.py", n_devices=4)
     assert report["devices"] == 4
     assert max(report["errors"].values()) <= 1e-6, report["errors"]
