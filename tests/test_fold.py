@@ -30,22 +30,28 @@ def _conv(x, W, b):
 @pytest.mark.parametrize("dtype,tol", [(jnp.float32, 1e-5), (jnp.float64, 1e-12)])
 @pytest.mark.parametrize("kind", ["dense", "conv"])
 def test_fold_batch_norm_matches_affine_then_bn(kind, dtype, tol):
-    with jax.enable_x64(dtype == jnp.float64):
-        keys = jax.random.split(jax.random.key(0), 4)
-        if kind == "dense":
-            x = jax.random.normal(keys[0], (16, 5), dtype)
-            W = jax.random.normal(keys[1], (5, 7), dtype)
-            op = lambda x, W, b: x @ W + b[None, :]  # noqa: E731
-        else:
-            x = jax.random.normal(keys[0], (2, 6, 6, 3), dtype)
-            W = jax.random.normal(keys[1], (3, 3, 3, 7), dtype)
-            op = _conv
+    if kind == "dense":
+        x_shape, w_shape = (16, 5), (5, 7)
+        op = lambda x, W, b: x @ W + b[None, :]  # noqa: E731
+    else:
+        x_shape, w_shape = (2, 6, 6, 3), (3, 3, 3, 7)
+        op = _conv
+
+    @jax.jit  # one program instead of a compilation per eager op
+    def run(key):
+        keys = jax.random.split(key, 4)
+        x = jax.random.normal(keys[0], x_shape, dtype)
+        W = jax.random.normal(keys[1], w_shape, dtype)
         b = jax.random.normal(keys[2], (7,), dtype)
         gamma, beta, state = _random_bn(keys[3], 7, dtype)
         want, _ = jaxbn.batch_norm(op(x, W, b), gamma, beta, state, training=False, eps=1e-3)
         W2, b2 = jaxbn.fold_batch_norm(W, b, gamma, beta, state, eps=1e-3)
-        assert W2.shape == W.shape and W2.dtype == dtype and b2.shape == (7,)
-        assert rel_error(op(x, W2, b2), want) <= tol
+        return want, op(x, W2, b2), W2, b2
+
+    with jax.enable_x64(dtype == jnp.float64):
+        want, got, W2, b2 = run(jax.random.key(0))
+        assert W2.shape == w_shape and W2.dtype == dtype and b2.shape == (7,)
+        assert rel_error(got, want) <= tol
 
 
 @pytest.mark.parametrize("dtype,tol", [(jnp.float32, 1e-5), (jnp.float64, 1e-12)])
