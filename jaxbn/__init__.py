@@ -1,6 +1,9 @@
 """jaxbn: exact, fast, functional batch normalization for JAX."""
 
+from jaxbn.convnet import ConvNet as ConvNet
 from jaxbn.dropout import dropout as dropout
+from jaxbn.fold import fold_batch_norm as fold_batch_norm
+from jaxbn.fold import fold_net as fold_net
 from jaxbn.initializers import fixed_std_normal as fixed_std_normal
 from jaxbn.initializers import he_normal as he_normal
 from jaxbn.initializers import init_std as init_std
@@ -15,6 +18,8 @@ from jaxbn.norm import batch_norm as batch_norm
 from jaxbn.norm import batch_norm_state as batch_norm_state
 from jaxbn.norm import batch_norm_train as batch_norm_train
 from jaxbn.norm import layer_norm as layer_norm
+from jaxbn.recalibrate import population_statistics as population_statistics
+from jaxbn.recalibrate import recalibrate as recalibrate
 from jaxbn.train import Checkpoint as Checkpoint
 from jaxbn.train import CheckpointError as CheckpointError
 from jaxbn.train import FitResult as FitResult
@@ -37,6 +42,7 @@ __all__ = [
     "BatchNormState",
     "Checkpoint",
     "CheckpointError",
+    "ConvNet",
     "FitResult",
     "FullyConnectedNet",
     "History",
@@ -51,6 +57,8 @@ __all__ = [
     "evaluate",
     "fit",
     "fixed_std_normal",
+    "fold_batch_norm",
+    "fold_net",
     "he_normal",
     "init_std",
     "init_train_state",
@@ -58,6 +66,8 @@ __all__ = [
     "layer_norm",
     "load_checkpoint",
     "make_train_step",
+    "population_statistics",
+    "recalibrate",
     "save_checkpoint",
     "softmax_cross_entropy",
     "train_step_fn",

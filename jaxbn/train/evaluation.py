@@ -16,7 +16,7 @@ from jax.typing import ArrayLike
 from jaxbn import _checks
 from jaxbn.losses import accuracy, softmax_cross_entropy
 from jaxbn.nn import FullyConnectedNet
-from jaxbn.train.step import check_params_shapes
+from jaxbn.train.step import check_params_shapes, net_input
 
 __all__ = ["evaluate"]
 
@@ -63,7 +63,7 @@ def evaluate(
     net = _checks.net(net)
     batch_size = _checks.positive_int("batch_size", batch_size)
     x, y = _checks.xy(x, y)
-    check_params_shapes(net, params, state, math.prod(x.shape[1:]))
+    check_params_shapes(net, params, state, net_input(net, x.shape[1:]))
     n = int(x.shape[0])
     if n == 0:
         return {"loss": math.nan, "accuracy": math.nan}

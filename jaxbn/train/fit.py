@@ -40,6 +40,7 @@ from jaxbn.train.step import (
     check_params_shapes,
     compiled_init,
     indexed_step_runner,
+    net_input,
 )
 
 __all__ = ["CHECKPOINT_NAME", "SAMPLINGS", "FitResult", "NonFiniteLossError", "fit"]
@@ -245,12 +246,12 @@ def fit(
 def _start(plan: Plan, net, optimizer, train_state, resume: bool):
     """The initial (or given, or resumed) train state, history and best parameters."""
     if train_state is None:
-        input_dim = math.prod(plan.x_host.shape[1:])
+        input_dim = net_input(net, plan.x_host.shape[1:])
         ts = compiled_init(net, optimizer, jax.random.key(plan.seed), input_dim)
     else:
         if not isinstance(train_state, TrainState):
             raise TypeError(f"train_state must be a TrainState, got {type(train_state).__name__}")
-        input_dim = math.prod(plan.x_host.shape[1:])
+        input_dim = net_input(net, plan.x_host.shape[1:])
         check_params_shapes(net, train_state.params, train_state.state, input_dim, "train_state.")
         ts = _copy(train_state)
     history, best = History(), _Best(None, None)

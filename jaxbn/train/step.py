@@ -11,6 +11,7 @@ Shapes: N batch, D features, C classes.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from functools import partial
 from typing import Any, NamedTuple
@@ -21,6 +22,7 @@ import optax
 from jax.typing import ArrayLike
 
 from jaxbn import _checks
+from jaxbn.convnet import ConvNet
 from jaxbn.losses import accuracy, l2_penalty, softmax_cross_entropy
 from jaxbn.nn import FullyConnectedNet
 
@@ -33,6 +35,7 @@ __all__ = [
     "indexed_step_runner",
     "init_train_state",
     "make_train_step",
+    "net_input",
     "train_step_fn",
 ]
 
@@ -64,7 +67,7 @@ def init_train_state(
     net: FullyConnectedNet,
     optimizer: optax.GradientTransformation,
     key: jax.Array,
-    input_dim: int,
+    input_dim: int | tuple[int, ...],
 ) -> TrainState:
     """Initialize the net and the optimizer; step 0.
 
@@ -75,7 +78,8 @@ def init_train_state(
       net: the network configuration.
       optimizer: an optax gradient transformation.
       key: a ``jax.random`` key (``jax.random.key(seed)``).
-      input_dim: ``D``, features per example.
+      input_dim: ``D``, features per example; for a ``ConvNet`` one example's shape
+        ``(H, W, C)`` (``x.shape[1:]``).
 
     Returns:
       A ``TrainState``.
@@ -258,11 +262,17 @@ def compiled_init(net, optimizer, key, input_dim):
 
 
 @functools.lru_cache(maxsize=32)
-def _init_shapes(net, input_dim: int):
-    return jax.eval_shape(partial(net.init, input_dim=input_dim), jax.random.key(0))
+def _init_shapes(net, input_dim):
+    return jax.eval_shape(lambda key: net.init(key, input_dim), jax.random.key(0))
 
 
-def check_params_shapes(net, params, state, input_dim: int, prefix: str = "") -> None:
+def net_input(net, example_shape: tuple[int, ...]):
+    """What ``net.init`` takes for examples of ``example_shape``: the shape itself for a
+    ``ConvNet``, the flattened size ``D`` for a ``FullyConnectedNet``."""
+    return tuple(example_shape) if isinstance(net, ConvNet) else math.prod(example_shape)
+
+
+def check_params_shapes(net, params, state, input_dim, prefix: str = "") -> None:
     """Require ``params`` and ``state`` to have the structure and shapes ``net.init`` gives.
 
     ``prefix`` goes before the argument names in messages (e.g. ``"train_state."``).
