@@ -23,6 +23,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
+from jaxbn import parallel
 from jaxbn.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from jaxbn.history import History
 from jaxbn.nn import FullyConnectedNet
@@ -141,9 +142,7 @@ def _init(net, optimizer, key, input_dim):
     return _cached_init(net, optimizer, key, input_dim)
 
 
-def _copy(tree):
-    """Copy every array (new buffers, so donating the original leaves the copy intact)."""
-    return jax.tree.map(lambda a: jax.device_put(a, may_alias=False), tree)
+_copy = parallel.copy_tree  # new buffers (also for global arrays of a multi-process mesh)
 
 
 def _make_bar(progress: bool, total: int, initial: int):
@@ -221,7 +220,13 @@ def fit(
       mesh: a 1-D device mesh (``jaxbn.parallel.data_mesh``) to train data-parallel on: each
         batch is split across the devices (padded with masked rows to fit), the training set and
         the train state are replicated, and batch-norm statistics are those of the whole batch,
-        so the run matches the single-device one up to float round-off.
+        so the run matches the single-device one up to float round-off. The mesh may span
+        several processes (``jax.distributed.initialize``): every process then calls ``fit``
+        with the same arguments and holds the whole training set (each fills its own devices,
+        nothing is gathered); process 0 alone shows progress and writes the checkpoint (the
+        processes must share ``checkpoint_dir``'s filesystem), and the others wait for it. When
+        each process holds only its part of the data, loop over ``parallel.process_batch`` and
+        ``make_train_step(net, optimizer, mesh=mesh)`` yourself.
 
     Returns:
       A ``FitResult(train_state, history, best_params, best_state)``.
@@ -320,17 +325,20 @@ def fit(
     run_step = _step_runner(net, optimizer, l2)
     x_dev, y_dev = jnp.asarray(x_host), jnp.asarray(y_host.astype(np.int32))
     if mesh is not None:
-        from jaxbn import parallel  # deferred: parallel builds on this module
-
-        run_step = parallel.indexed_step_runner(net, optimizer, l2, mesh)
-        ts, x_dev, y_dev = parallel.replicate(mesh, (ts, x_dev, y_dev))
+        run_step = parallel.indexed_step_runner(partial(_indexed_step, net, optimizer, l2), mesh)
+        ts, x_dev, y_dev = parallel.replicate(mesh, (ts, x_host, y_host.astype(np.int32)))
     monitor = (x_val, y_val) if has_val else (x_host, y_host)
 
     def monitored_loss():
-        return evaluate(net, ts.params, ts.state, *monitor, batch_size=eval_batch_size)
+        params, state = parallel.first_replica((ts.params, ts.state))
+        return evaluate(net, params, state, *monitor, batch_size=eval_batch_size)
 
     start_epoch = history.epochs_done if history.stopped_at_step is None else epochs
-    bar = _make_bar(progress, epochs * steps_per_epoch, min(start_epoch, epochs) * steps_per_epoch)
+    bar = _make_bar(
+        progress and parallel.is_main_process(),
+        epochs * steps_per_epoch,
+        min(start_epoch, epochs) * steps_per_epoch,
+    )
     try:
         for epoch in range(start_epoch, epochs):
             order, last_real = _epoch_order(seed, epoch, n, batch_size, sampling, steps_per_epoch)
@@ -369,12 +377,13 @@ def fit(
             history.epoch_steps.append(int(ts.step))
 
             t0 = time.perf_counter()
-            tr = evaluate(net, ts.params, ts.state, x_host, y_host, batch_size=eval_batch_size)
+            params, state = parallel.first_replica((ts.params, ts.state))
+            tr = evaluate(net, params, state, x_host, y_host, batch_size=eval_batch_size)
             history.train_loss.append(tr["loss"])
             history.train_accuracy.append(tr["accuracy"])
             monitored = tr
             if has_val:
-                va = evaluate(net, ts.params, ts.state, x_val, y_val, batch_size=eval_batch_size)
+                va = evaluate(net, params, state, x_val, y_val, batch_size=eval_batch_size)
                 history.val_loss.append(va["loss"])
                 history.val_accuracy.append(va["accuracy"])
                 monitored = va
@@ -402,7 +411,10 @@ def fit(
                 )
             if ckpt_path is not None:
                 meta = {"config": config, "history": history.to_dict()}
-                save_checkpoint(ckpt_path, Checkpoint(ts, best_params, best_state, meta))
+                ckpt = Checkpoint(*parallel.first_replica((ts, best_params, best_state)), meta)
+                parallel.run_on_main_process(
+                    partial(save_checkpoint, ckpt_path, ckpt), name=f"checkpoint {int(ts.step)}"
+                )
             if history.stopped_at_step is not None:
                 break
     finally:

@@ -1,4 +1,4 @@
-"""Data-parallel training on a 1-D device mesh, with batch statistics of the global batch.
+"""Data-parallel training on a 1-D device mesh, within one process or across processes and hosts.
 
 Two routes give exactly the statistics of the whole batch:
 
@@ -7,22 +7,29 @@ Two routes give exactly the statistics of the whole batch:
   the batch, the batch-norm statistics and the backward's sums included, becomes a cross-device
   all-reduce inserted by the compiler. ``make_data_parallel_step`` uses this route.
 * ``jax.shard_map`` with ``axis_name``: per-device code in which ``jaxbn.batch_norm(...,
-  axis_name=...)`` sums the statistics across devices explicitly (see ``jaxbn.batch_norm``).
+  axis_name=...)`` sums the statistics across devices explicitly (see
+  ``jaxbn.train_step_fn(..., axis_name=...)``).
 
-A global batch that does not divide the number of devices is padded with zero rows and a boolean
-``mask`` marks the real ones: batch norm leaves padded rows out of its statistics (count-weighted,
-so uneven shards are exact), and the loss and accuracy count real rows only.
+A batch that does not fill the devices evenly is padded with zero rows and a boolean ``mask``
+marks the real ones: batch norm leaves padded rows out of its statistics (count-weighted, so
+uneven shards are exact), and the loss and accuracy count real rows only.
+
+Several processes (``jax.distributed.initialize``): a mesh may span the devices of every process.
+Each process then runs the same program on its own devices; arrays on the mesh are *global*
+arrays of which each process holds its devices' pieces. ``replicate`` puts the same values on every
+device, ``process_batch`` builds a global batch from each process's own rows, and the
+data-parallel step also accepts NumPy batches holding the whole batch (identical everywhere).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from functools import partial
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -31,12 +38,17 @@ DATA_AXIS = "data"
 __all__ = [
     "DATA_AXIS",
     "batch_sharding",
+    "copy_tree",
     "data_mesh",
+    "first_replica",
     "indexed_step_runner",
+    "is_main_process",
     "make_data_parallel_step",
     "pad_to_multiple",
+    "process_batch",
     "replicate",
     "replicated_sharding",
+    "run_on_main_process",
     "shard_batch",
 ]
 
@@ -46,18 +58,24 @@ def data_mesh(
 ) -> Mesh:
     """Build a 1-D mesh over devices for data parallelism.
 
+    With several processes the mesh spans them all: ``n`` devices are taken evenly, ``n / P``
+    from each of the ``P`` processes, and each process's devices are kept together, in process
+    order (``process_batch`` relies on this).
+
     Args:
-      devices: ``None`` for all local devices, an int ``n`` for the first ``n`` of them, or an
-        explicit sequence of devices.
+      devices: ``None`` for every device (of every process), an int ``n`` (divisible by the
+        process count) for ``n`` of them, or an explicit sequence of devices.
       axis_name: the mesh axis name (``"data"``).
 
     Returns:
       A ``jax.sharding.Mesh`` with one axis.
 
     Raises:
-      ValueError: a device count outside ``[1, jax.device_count()]`` or an empty sequence.
+      ValueError: a device count outside ``[1, jax.device_count()]``, not divisible by the
+        process count, or an empty sequence.
     """
-    available = jax.devices()
+    available = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+    n_proc = jax.process_count()
     if devices is None:
         chosen = available
     elif isinstance(devices, (int, np.integer)) and not isinstance(devices, bool):
@@ -66,7 +84,15 @@ def data_mesh(
                 f"devices must be between 1 and the {len(available)} available devices, "
                 f"got {devices}"
             )
-        chosen = available[: int(devices)]
+        if devices % n_proc:
+            raise ValueError(
+                f"devices must be divisible by the {n_proc} processes (the same number from "
+                f"each), got {devices}"
+            )
+        per = int(devices) // n_proc
+        chosen = []
+        for p in range(n_proc):
+            chosen += [d for d in available if d.process_index == p][:per]
     else:
         chosen = list(devices)
         if not chosen:
@@ -80,6 +106,10 @@ def _axis(mesh: Mesh) -> str:
     return mesh.axis_names[0]
 
 
+def _multi_process(mesh: Mesh) -> bool:
+    return len({d.process_index for d in mesh.devices.flat}) > 1
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     """Sharding that splits the leading (batch) axis across the mesh."""
     return NamedSharding(mesh, P(_axis(mesh)))
@@ -90,9 +120,58 @@ def replicated_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
+def _from_host(sharding: NamedSharding, host: np.ndarray) -> jax.Array:
+    """A global array from a host array that every process holds in full (no communication)."""
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def _is_key(a) -> bool:
+    return jax.dtypes.issubdtype(getattr(a, "dtype", None), jax.dtypes.prng_key)
+
+
+def _replicate_leaf(a, sharding: NamedSharding):
+    if _is_key(a):  # typed PRNG keys travel as their raw key data
+        data = _replicate_leaf(jax.random.key_data(a), sharding)
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(a))
+    if isinstance(a, jax.Array) and not a.is_fully_addressable:
+        if a.sharding.is_equivalent_to(sharding, a.ndim):
+            return a
+        return jax.jit(lambda v: v, out_shardings=sharding)(a)
+    return _from_host(sharding, np.asarray(a))
+
+
 def replicate(mesh: Mesh, tree: Any) -> Any:
-    """Put every array of a pytree (params, model state, optimizer state) on all devices."""
-    return jax.device_put(tree, replicated_sharding(mesh))
+    """Put every array of a pytree (params, model state, optimizer state, keys) on all devices.
+
+    With a mesh spanning several processes, every process must pass the same values (e.g. the
+    same seed): each fills its own devices from its own copy, with no communication.
+    """
+    sharding = replicated_sharding(mesh)
+    if not _multi_process(mesh):
+        return jax.device_put(tree, sharding)
+    return jax.tree.map(lambda a: _replicate_leaf(a, sharding), tree)
+
+
+def _check_rows(arrays) -> int:
+    if not arrays:
+        raise ValueError("at least one array is needed")
+    n = arrays[0].shape[0]
+    for i, a in enumerate(arrays):
+        if a.shape[0] != n:
+            raise ValueError(
+                f"arrays must share their leading size: array 0 has {n} rows, array {i} has "
+                f"{a.shape[0]}"
+            )
+    return n
+
+
+def _pad_rows(total: int, arrays, xp):
+    n = arrays[0].shape[0]
+    padded = [
+        a if total == n else xp.concatenate([a, xp.zeros((total - n, *a.shape[1:]), a.dtype)])
+        for a in arrays
+    ]
+    return (*padded, xp.arange(total) < n)
 
 
 def pad_to_multiple(multiple: int, *arrays: np.ndarray | jax.Array):
@@ -109,25 +188,16 @@ def pad_to_multiple(multiple: int, *arrays: np.ndarray | jax.Array):
         raise ValueError(f"multiple must be a positive int, got {multiple!r}")
     if not arrays:
         raise ValueError("pad_to_multiple needs at least one array")
-    n = arrays[0].shape[0]
-    for i, a in enumerate(arrays):
-        if a.shape[0] != n:
-            raise ValueError(
-                f"arrays must share their leading size: array 0 has {n} rows, array {i} has "
-                f"{a.shape[0]}"
-            )
-    total = -(-n // multiple) * multiple
+    n = _check_rows(arrays)
     xp = jnp if any(isinstance(a, jax.Array) for a in arrays) else np
-    padded = [
-        a if total == n else xp.concatenate([a, xp.zeros((total - n, *a.shape[1:]), a.dtype)])
-        for a in arrays
-    ]
-    mask = xp.arange(total) < n
-    return (*padded, mask)
+    return _pad_rows(-(-n // multiple) * multiple, arrays, xp)
 
 
 def shard_batch(mesh: Mesh, *arrays, pad: bool = True):
-    """Split arrays along their leading axis across the mesh, padding to fit.
+    """Split a whole batch along its leading axis across the mesh, padding to fit.
+
+    Every process passes the whole batch (the same rows); each keeps its devices' slices. For
+    each process passing only its own rows, use ``process_batch``.
 
     Args:
       mesh: a 1-D mesh (see ``data_mesh``).
@@ -149,62 +219,141 @@ def shard_batch(mesh: Mesh, *arrays, pad: bool = True):
         )
     *padded, mask = pad_to_multiple(n_dev, *arrays)
     sharding = batch_sharding(mesh)
-    return tuple(jax.device_put(a, sharding) for a in (*padded, mask))
+    if not _multi_process(mesh):
+        return tuple(jax.device_put(a, sharding) for a in (*padded, mask))
+    return tuple(_from_host(sharding, np.asarray(a)) for a in (*padded, mask))
 
 
-def make_data_parallel_step(net, optimizer, mesh: Mesh, *, l2: float = 0.0):
-    """Build a jit-compiled training step that runs data-parallel on ``mesh``.
+def process_batch(mesh: Mesh, *local_arrays, rows_per_process: int | None = None):
+    """Build a global batch from each process's own rows; pad and mask the shares to one size.
 
-    The computation is exactly ``jaxbn.train_step_fn(net, optimizer, l2=l2)``: the batch is split
-    across the devices, the train state is replicated, and XLA turns every reduction over the
-    batch (the loss mean, the batch-norm statistics and the sums of its backward) into an
-    all-reduce. A batch whose size does not divide the device count is padded with masked rows,
-    so the statistics, the loss and the accuracy are those of the real rows. With dropout, the
-    random masks are drawn for the padded batch, so they match a single-device run only when no
-    padding is needed.
+    Every process calls this with its share (any number of rows, e.g. 17 on one and 13 on
+    another). Each share is padded with zero rows to ``rows_per_process`` and masked, so batch
+    norm's statistics, the loss and the accuracy are those of the real rows of the global batch:
+    the processes' real rows, in process order. With one process it is ``shard_batch``.
 
     Args:
-      net: a ``jaxbn.FullyConnectedNet``.
-      optimizer: an optax gradient transformation.
-      mesh: a 1-D mesh (``data_mesh``).
-      l2: L2 strength on the weights.
+      mesh: a 1-D mesh from ``data_mesh`` (each process's devices together).
+      *local_arrays: this process's rows, arrays with the same leading size n.
+      rows_per_process: the padded share size, a multiple of this process's device count in the
+        mesh and >= every share. None: the largest share rounded up to that multiple, found with
+        a small all-gather of the shares' sizes (pass a fixed size to skip it and to keep one
+        compiled shape across steps).
 
     Returns:
-      ``step(train_state, x, y, mask=None) -> (train_state, metrics)``. ``x`` and ``y`` may be
-      host or device arrays of any batch size N; the input ``train_state`` is donated. Put the
-      initial train state on the mesh with ``replicate(mesh, train_state)``.
-    """
-    from jaxbn.train import train_step_fn  # deferred: jaxbn.train imports this module's peers
+      ``(*global_arrays, mask)``: arrays of ``P * rows_per_process`` rows split across the mesh
+      and the ``(P * rows_per_process,)`` bool mask of real rows.
 
-    step = train_step_fn(net, optimizer, l2=l2)
+    Raises:
+      ValueError: mismatched row counts, a bad ``rows_per_process``, or a mesh whose local
+        devices are not together.
+    """
+    arrays = [x if isinstance(x, jax.Array) else np.asarray(x) for x in local_arrays]
+    n = _check_rows(arrays)
+    devices = list(mesh.devices.flat)
+    mine = [i for i, d in enumerate(devices) if d.process_index == jax.process_index()]
+    if not mine:
+        raise ValueError("mesh has none of this process's devices")
+    if mine != list(range(mine[0], mine[0] + len(mine))):
+        raise ValueError("mesh must keep each process's devices together: build it with data_mesh")
+    n_local = len(mine)
+    if rows_per_process is None:
+        sizes = multihost_utils.process_allgather(np.int32(n)) if _multi_process(mesh) else [n]
+        rows = -(-int(np.max(sizes)) // n_local) * n_local
+    else:
+        if isinstance(rows_per_process, bool) or not isinstance(
+            rows_per_process, (int, np.integer)
+        ):
+            raise ValueError(f"rows_per_process must be an int or None, got {rows_per_process!r}")
+        rows = int(rows_per_process)
+        if rows < n or rows < 1 or rows % n_local:
+            raise ValueError(
+                f"rows_per_process must be >= this process's {n} rows and a positive multiple of "
+                f"its {n_local} devices in the mesh, got {rows_per_process}"
+            )
+    if not _multi_process(mesh):
+        sharding = batch_sharding(mesh)
+        padded = _pad_rows(rows, arrays, jnp if isinstance(arrays[0], jax.Array) else np)
+        return tuple(jax.device_put(a, sharding) for a in padded)
+    padded = _pad_rows(rows, [np.asarray(a) for a in arrays], np)
+    total = rows * (len(devices) // n_local)
+    sharding = batch_sharding(mesh)
+    return tuple(
+        jax.make_array_from_process_local_data(sharding, a, (total, *a.shape[1:])) for a in padded
+    )
+
+
+def _global_batch(mesh: Mesh, x, y, mask):
+    """The step's inputs as arrays on the mesh (see ``make_data_parallel_step``)."""
+    n_dev = mesh.devices.size
+    arrays = (x, y) if mask is None else (x, y, mask)
+    if not _multi_process(mesh):
+        if mask is None:
+            return pad_to_multiple(n_dev, x, y)
+        return pad_to_multiple(n_dev, x, y, mask)[:3] if x.shape[0] % n_dev else (x, y, mask)
+    local = [a for a in arrays if isinstance(a, jax.Array) and a.is_fully_addressable]
+    if not any(isinstance(a, jax.Array) for a in arrays):  # NumPy: the whole batch, everywhere
+        xs, ys, pad_mask = pad_to_multiple(n_dev, *map(np.asarray, (x, y)))
+        if mask is not None:
+            pad_mask = pad_to_multiple(n_dev, np.asarray(mask, bool))[0]
+        return tuple(_from_host(batch_sharding(mesh), a) for a in (xs, ys, pad_mask))
+    if local or any(not isinstance(a, jax.Array) for a in arrays) or x.shape[0] % n_dev:
+        raise ValueError(
+            "with a mesh spanning several processes the step takes either NumPy arrays holding "
+            "the whole batch (the same on every process) or global arrays from "
+            "jaxbn.parallel.process_batch(mesh, x_local, y_local) (each process's own rows, with "
+            f"their mask); got x of type {type(x).__name__}"
+            + (" (process-local)" if local else f" with {x.shape[0]} rows for {n_dev} devices")
+        )
+    if mask is None:
+        mask = _from_host(batch_sharding(mesh), np.ones(x.shape[0], bool))
+    return x, y, mask
+
+
+def make_data_parallel_step(step: Callable, mesh: Mesh) -> Callable:
+    """Compile a training step to run data-parallel on ``mesh``.
+
+    The computation is ``step``'s (e.g. ``jaxbn.train_step_fn(net, optimizer, l2=l2)``): the
+    batch is split across the devices, the train state is replicated, and XLA turns every
+    reduction over the batch (the loss mean, the batch-norm statistics and the sums of its
+    backward) into an all-reduce. With dropout, the random masks are drawn for the padded batch,
+    so they match a single-device run only when no padding is needed.
+
+    Args:
+      step: ``step(train_state, x, y, mask) -> (train_state, metrics)``, un-jitted.
+      mesh: a 1-D mesh (``data_mesh``).
+
+    Returns:
+      ``dp_step(train_state, x, y, mask=None) -> (train_state, metrics)``; the input
+      ``train_state`` is donated (put the first one on the mesh with ``replicate``). The batch
+      may be NumPy arrays of any size N holding the whole batch (padded with masked rows to fit
+      the devices; with several processes, the same on every process), ``jax.Array``s already
+      on the mesh, or ``process_batch``'s output (pass its mask). With several processes, any
+      other input raises a ``ValueError`` that names ``process_batch``.
+    """
     rep, bat = replicated_sharding(mesh), batch_sharding(mesh)
     compiled = jax.jit(
         step, in_shardings=(rep, bat, bat, bat), out_shardings=(rep, rep), donate_argnums=0
     )
-    n_dev = mesh.devices.size
 
     def dp_step(train_state, x, y, mask=None):
-        if mask is None:
-            x, y, mask = pad_to_multiple(n_dev, x, y)
-        elif x.shape[0] % n_dev:
-            x, y, mask, _ = pad_to_multiple(n_dev, x, y, mask)
-        return compiled(train_state, x, y, mask)
+        return compiled(train_state, *_global_batch(mesh, x, y, mask))
 
     return dp_step
 
 
-def indexed_step_runner(net, optimizer, l2: float, mesh: Mesh):
+def indexed_step_runner(indexed_step: Callable, mesh: Mesh) -> Callable:
     """``fit``'s step on ``mesh``: ``run(train_state, x_all, y_all, idx, mask)``.
 
-    ``x_all`` and ``y_all`` (the training set) and the train state are replicated; the batch's
-    row indices ``idx (B,)`` and its mask are padded to a multiple of the device count and split
-    across the devices, so the gathered batch is sharded and every reduction over it is global.
+    ``indexed_step(train_state, x_all, y_all, idx, mask)`` trains on the rows ``idx`` of the
+    training set. ``x_all`` and ``y_all`` (put with ``replicate``) and the train state are
+    replicated; the row indices ``idx (B,)`` and the mask (NumPy, the same on every process) are
+    padded to a multiple of the device count and split across the devices, so the gathered batch
+    is sharded and every reduction over it is global.
     """
-    from jaxbn.fit import _indexed_step  # deferred: fit imports this module lazily too
-
     rep, bat = replicated_sharding(mesh), batch_sharding(mesh)
     compiled = jax.jit(
-        partial(_indexed_step, net, optimizer, l2),
+        indexed_step,
         in_shardings=(rep, rep, rep, bat, bat),
         out_shardings=(rep, rep),
         donate_argnums=0,
@@ -213,8 +362,65 @@ def indexed_step_runner(net, optimizer, l2: float, mesh: Mesh):
 
     def run(train_state, x_all, y_all, idx, mask):
         if mask is None:
-            mask = np.ones(idx.shape[0], bool)
+            mask = np.ones(np.shape(idx)[0], bool)
         idx, mask, _ = pad_to_multiple(n_dev, np.asarray(idx), np.asarray(mask))
-        return compiled(train_state, x_all, y_all, idx, mask)
+        return compiled(train_state, x_all, y_all, _from_host(bat, idx), _from_host(bat, mask))
 
     return run
+
+
+@jax.jit
+def _copy_global(a):
+    return jnp.copy(a)
+
+
+def _copy_leaf(a):
+    if isinstance(a, jax.Array) and not a.is_fully_addressable:
+        if _is_key(a):
+            impl = jax.random.key_impl(a)
+            return jax.random.wrap_key_data(_copy_global(jax.random.key_data(a)), impl=impl)
+        return _copy_global(a)
+    return jax.device_put(a, may_alias=False)
+
+
+def copy_tree(tree: Any) -> Any:
+    """Copy every array into new buffers (donating the original leaves the copy intact).
+
+    Works on global arrays of a multi-process mesh too (every process must call it).
+    """
+    return jax.tree.map(_copy_leaf, tree)
+
+
+def first_replica(tree: Any) -> Any:
+    """Each replicated global array as its copy on this process's first device; others as is.
+
+    Use it to evaluate or save replicated values on one process without cross-process work.
+    """
+
+    def leaf(a):
+        if isinstance(a, jax.Array) and not a.is_fully_addressable and a.is_fully_replicated:
+            return a.addressable_data(0)
+        return a
+
+    return jax.tree.map(leaf, tree)
+
+
+def is_main_process() -> bool:
+    """True on process 0 (the one that writes files and shows progress)."""
+    return jax.process_index() == 0
+
+
+def run_on_main_process(fn: Callable[[], Any], *, name: str) -> None:
+    """Run ``fn()`` on process 0 only, then wait until every process gets here.
+
+    With one process this is ``fn()``. ``name`` labels the barrier; every process must reach
+    it in the same order. ``fn`` must not touch global arrays (use ``first_replica``).
+    """
+    if jax.process_count() == 1:
+        fn()
+        return
+    try:
+        if is_main_process():
+            fn()
+    finally:
+        multihost_utils.sync_global_devices(name)
