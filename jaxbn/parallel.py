@@ -1,24 +1,17 @@
 """Data-parallel training on a 1-D device mesh, within one process or across processes and hosts.
 
-Two routes give exactly the statistics of the whole batch:
+Two routes give exactly the statistics of the whole batch: ``jax.jit`` with shardings (XLA
+SPMD; ``make_data_parallel_step``), where the batch is split along a 1-D ``"data"`` mesh, the train
+state is replicated and the compiler turns every reduction over the batch (batch-norm statistics
+and backward sums included) into an all-reduce; and ``jax.shard_map`` per-device code with
+``axis_name`` (``jaxbn.batch_norm``, ``jaxbn.train_step_fn``). A batch that does not fill the
+devices evenly is padded with zero rows and a ``mask`` of real rows: batch norm, the loss and the
+accuracy count real rows only (count-weighted, so uneven shards are exact).
 
-* ``jax.jit`` with shardings (XLA SPMD): the batch is split along a 1-D ``"data"`` mesh, params
-  and state are replicated, and the program is the single-device program. Every reduction over
-  the batch, the batch-norm statistics and the backward's sums included, becomes a cross-device
-  all-reduce inserted by the compiler. ``make_data_parallel_step`` uses this route.
-* ``jax.shard_map`` with ``axis_name``: per-device code in which ``jaxbn.batch_norm(...,
-  axis_name=...)`` sums the statistics across devices explicitly (see
-  ``jaxbn.train_step_fn(..., axis_name=...)``).
-
-A batch that does not fill the devices evenly is padded with zero rows and a boolean ``mask``
-marks the real ones: batch norm leaves padded rows out of its statistics (count-weighted, so
-uneven shards are exact), and the loss and accuracy count real rows only.
-
-Several processes (``jax.distributed.initialize``): a mesh may span the devices of every process.
-Each process then runs the same program on its own devices; arrays on the mesh are *global*
-arrays of which each process holds its devices' pieces. ``replicate`` puts the same values on every
-device, ``process_batch`` builds a global batch from each process's own rows, and the
-data-parallel step also accepts NumPy batches holding the whole batch (identical everywhere).
+With several processes (``jax.distributed.initialize``) a mesh may span every process's devices;
+arrays on it are *global*, each process holding its devices' pieces. ``replicate`` fills every
+device from each process's identical copy, ``process_batch`` builds a global batch from each
+process's own rows, and the step also takes NumPy batches holding the whole batch.
 """
 
 from __future__ import annotations
@@ -78,26 +71,24 @@ def data_mesh(
     n_proc = jax.process_count()
     if devices is None:
         chosen = available
-    elif isinstance(devices, (int, np.integer)) and not isinstance(devices, bool):
-        if not 1 <= devices <= len(available):
+    elif _is_int(devices):
+        if not 1 <= devices <= len(available) or devices % n_proc:
             raise ValueError(
-                f"devices must be between 1 and the {len(available)} available devices, "
-                f"got {devices}"
-            )
-        if devices % n_proc:
-            raise ValueError(
-                f"devices must be divisible by the {n_proc} processes (the same number from "
-                f"each), got {devices}"
+                f"devices must be between 1 and the {len(available)} available devices and "
+                f"divisible by the {n_proc} process(es), the same number from each; got {devices}"
             )
         per = int(devices) // n_proc
-        chosen = []
-        for p in range(n_proc):
-            chosen += [d for d in available if d.process_index == p][:per]
+        by_process = [[d for d in available if d.process_index == p] for p in range(n_proc)]
+        chosen = [d for devs in by_process for d in devs[:per]]
     else:
         chosen = list(devices)
         if not chosen:
             raise ValueError("devices must name at least one device, got an empty sequence")
     return Mesh(np.asarray(chosen), (axis_name,))
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _axis(mesh: Mesh) -> str:
@@ -154,7 +145,7 @@ def replicate(mesh: Mesh, tree: Any) -> Any:
 
 def _check_rows(arrays) -> int:
     if not arrays:
-        raise ValueError("at least one array is needed")
+        raise ValueError("at least one array is needed, got none")
     n = arrays[0].shape[0]
     for i, a in enumerate(arrays):
         if a.shape[0] != n:
@@ -184,10 +175,8 @@ def pad_to_multiple(multiple: int, *arrays: np.ndarray | jax.Array):
     Returns:
       ``(*padded, mask)`` where ``mask`` is an ``(N_padded,)`` bool array, True for the N real rows.
     """
-    if isinstance(multiple, bool) or not isinstance(multiple, (int, np.integer)) or multiple < 1:
+    if not _is_int(multiple) or multiple < 1:
         raise ValueError(f"multiple must be a positive int, got {multiple!r}")
-    if not arrays:
-        raise ValueError("pad_to_multiple needs at least one array")
     n = _check_rows(arrays)
     xp = jnp if any(isinstance(a, jax.Array) for a in arrays) else np
     return _pad_rows(-(-n // multiple) * multiple, arrays, xp)
@@ -196,8 +185,8 @@ def pad_to_multiple(multiple: int, *arrays: np.ndarray | jax.Array):
 def shard_batch(mesh: Mesh, *arrays, pad: bool = True):
     """Split a whole batch along its leading axis across the mesh, padding to fit.
 
-    Every process passes the whole batch (the same rows); each keeps its devices' slices. For
-    each process passing only its own rows, use ``process_batch``.
+    Every process passes the whole batch and keeps its devices' slices (own rows only:
+    ``process_batch``).
 
     Args:
       mesh: a 1-D mesh (see ``data_mesh``).
@@ -227,26 +216,23 @@ def shard_batch(mesh: Mesh, *arrays, pad: bool = True):
 def process_batch(mesh: Mesh, *local_arrays, rows_per_process: int | None = None):
     """Build a global batch from each process's own rows; pad and mask the shares to one size.
 
-    Every process calls this with its share (any number of rows, e.g. 17 on one and 13 on
-    another). Each share is padded with zero rows to ``rows_per_process`` and masked, so batch
-    norm's statistics, the loss and the accuracy are those of the real rows of the global batch:
-    the processes' real rows, in process order. With one process it is ``shard_batch``.
+    Every process passes its share (e.g. 17 rows on one, 13 on another); each is padded with
+    zero rows to ``rows_per_process`` and masked, so batch norm, the loss and the accuracy see
+    the real rows of the global batch (the shares in process order). One process: ``shard_batch``.
 
     Args:
       mesh: a 1-D mesh from ``data_mesh`` (each process's devices together).
       *local_arrays: this process's rows, arrays with the same leading size n.
-      rows_per_process: the padded share size, a multiple of this process's device count in the
-        mesh and >= every share. None: the largest share rounded up to that multiple, found with
-        a small all-gather of the shares' sizes (pass a fixed size to skip it and to keep one
-        compiled shape across steps).
+      rows_per_process: the padded share size, >= every share and a multiple of the process's
+        device count in the mesh. None: the largest share rounded up so, agreed by a small
+        all-gather (give a fixed size to skip it and keep one compiled shape).
 
     Returns:
-      ``(*global_arrays, mask)``: arrays of ``P * rows_per_process`` rows split across the mesh
-      and the ``(P * rows_per_process,)`` bool mask of real rows.
+      ``(*global_arrays, mask)``: ``P * rows_per_process`` rows split across the mesh, and the
+      bool mask of real rows.
 
     Raises:
-      ValueError: mismatched row counts, a bad ``rows_per_process``, or a mesh whose local
-        devices are not together.
+      ValueError: mismatched rows, a bad ``rows_per_process``, or a mesh splitting a process.
     """
     arrays = [x if isinstance(x, jax.Array) else np.asarray(x) for x in local_arrays]
     n = _check_rows(arrays)
@@ -261,9 +247,7 @@ def process_batch(mesh: Mesh, *local_arrays, rows_per_process: int | None = None
         sizes = multihost_utils.process_allgather(np.int32(n)) if _multi_process(mesh) else [n]
         rows = -(-int(np.max(sizes)) // n_local) * n_local
     else:
-        if isinstance(rows_per_process, bool) or not isinstance(
-            rows_per_process, (int, np.integer)
-        ):
+        if not _is_int(rows_per_process):
             raise ValueError(f"rows_per_process must be an int or None, got {rows_per_process!r}")
         rows = int(rows_per_process)
         if rows < n or rows < 1 or rows % n_local:
@@ -271,13 +255,12 @@ def process_batch(mesh: Mesh, *local_arrays, rows_per_process: int | None = None
                 f"rows_per_process must be >= this process's {n} rows and a positive multiple of "
                 f"its {n_local} devices in the mesh, got {rows_per_process}"
             )
+    sharding = batch_sharding(mesh)
     if not _multi_process(mesh):
-        sharding = batch_sharding(mesh)
         padded = _pad_rows(rows, arrays, jnp if isinstance(arrays[0], jax.Array) else np)
         return tuple(jax.device_put(a, sharding) for a in padded)
     padded = _pad_rows(rows, [np.asarray(a) for a in arrays], np)
     total = rows * (len(devices) // n_local)
-    sharding = batch_sharding(mesh)
     return tuple(
         jax.make_array_from_process_local_data(sharding, a, (total, *a.shape[1:])) for a in padded
     )
@@ -299,11 +282,11 @@ def _global_batch(mesh: Mesh, x, y, mask):
         return tuple(_from_host(batch_sharding(mesh), a) for a in (xs, ys, pad_mask))
     if local or any(not isinstance(a, jax.Array) for a in arrays) or x.shape[0] % n_dev:
         raise ValueError(
-            "with a mesh spanning several processes the step takes either NumPy arrays holding "
-            "the whole batch (the same on every process) or global arrays from "
-            "jaxbn.parallel.process_batch(mesh, x_local, y_local) (each process's own rows, with "
-            f"their mask); got x of type {type(x).__name__}"
-            + (" (process-local)" if local else f" with {x.shape[0]} rows for {n_dev} devices")
+            "with a mesh spanning several processes the step takes NumPy arrays holding the "
+            "whole batch (the same on every process) or global arrays from jaxbn.parallel."
+            "process_batch(mesh, x_local, y_local) (each process's own rows, with their mask); "
+            f"got x: {type(x).__name__}"
+            + (" (process-local)" if local else f" of {x.shape[0]} rows for {n_dev} devices")
         )
     if mask is None:
         mask = _from_host(batch_sharding(mesh), np.ones(x.shape[0], bool))
@@ -313,23 +296,20 @@ def _global_batch(mesh: Mesh, x, y, mask):
 def make_data_parallel_step(step: Callable, mesh: Mesh) -> Callable:
     """Compile a training step to run data-parallel on ``mesh``.
 
-    The computation is ``step``'s (e.g. ``jaxbn.train_step_fn(net, optimizer, l2=l2)``): the
-    batch is split across the devices, the train state is replicated, and XLA turns every
-    reduction over the batch (the loss mean, the batch-norm statistics and the sums of its
-    backward) into an all-reduce. With dropout, the random masks are drawn for the padded batch,
-    so they match a single-device run only when no padding is needed.
+    The computation is ``step``'s (e.g. ``jaxbn.train_step_fn(net, optimizer, l2=l2)``) on the
+    whole batch, split across the devices, with the train state replicated. With dropout, the
+    masks are drawn for the padded batch: they match one device only when nothing is padded.
 
     Args:
       step: ``step(train_state, x, y, mask) -> (train_state, metrics)``, un-jitted.
       mesh: a 1-D mesh (``data_mesh``).
 
     Returns:
-      ``dp_step(train_state, x, y, mask=None) -> (train_state, metrics)``; the input
-      ``train_state`` is donated (put the first one on the mesh with ``replicate``). The batch
-      may be NumPy arrays of any size N holding the whole batch (padded with masked rows to fit
-      the devices; with several processes, the same on every process), ``jax.Array``s already
-      on the mesh, or ``process_batch``'s output (pass its mask). With several processes, any
-      other input raises a ``ValueError`` that names ``process_batch``.
+      ``dp_step(train_state, x, y, mask=None) -> (train_state, metrics)``, donating the input
+      ``train_state`` (``replicate`` the first). The batch: NumPy arrays of any size N holding
+      the whole batch (the same on every process; padded with masked rows to fit), global
+      ``jax.Array``s on the mesh, or ``process_batch``'s output with its mask. With several
+      processes anything else raises a ``ValueError`` that names ``process_batch``.
     """
     rep, bat = replicated_sharding(mesh), batch_sharding(mesh)
     compiled = jax.jit(
@@ -345,11 +325,9 @@ def make_data_parallel_step(step: Callable, mesh: Mesh) -> Callable:
 def indexed_step_runner(indexed_step: Callable, mesh: Mesh) -> Callable:
     """``fit``'s step on ``mesh``: ``run(train_state, x_all, y_all, idx, mask)``.
 
-    ``indexed_step(train_state, x_all, y_all, idx, mask)`` trains on the rows ``idx`` of the
-    training set. ``x_all`` and ``y_all`` (put with ``replicate``) and the train state are
-    replicated; the row indices ``idx (B,)`` and the mask (NumPy, the same on every process) are
-    padded to a multiple of the device count and split across the devices, so the gathered batch
-    is sharded and every reduction over it is global.
+    ``indexed_step`` trains on the rows ``idx`` of the replicated training set ``x_all, y_all``;
+    ``idx (B,)`` and ``mask`` (NumPy, the same on every process) are padded to fit the devices
+    and split across them, so the gathered batch is sharded and every reduction is global.
     """
     rep, bat = replicated_sharding(mesh), batch_sharding(mesh)
     compiled = jax.jit(
@@ -375,27 +353,22 @@ def _copy_global(a):
 
 
 def _copy_leaf(a):
-    if isinstance(a, jax.Array) and not a.is_fully_addressable:
-        if _is_key(a):
-            impl = jax.random.key_impl(a)
-            return jax.random.wrap_key_data(_copy_global(jax.random.key_data(a)), impl=impl)
-        return _copy_global(a)
-    return jax.device_put(a, may_alias=False)
+    if not isinstance(a, jax.Array) or a.is_fully_addressable:
+        return jax.device_put(a, may_alias=False)
+    if _is_key(a):
+        return jax.random.wrap_key_data(
+            _copy_global(jax.random.key_data(a)), impl=jax.random.key_impl(a)
+        )
+    return _copy_global(a)
 
 
 def copy_tree(tree: Any) -> Any:
-    """Copy every array into new buffers (donating the original leaves the copy intact).
-
-    Works on global arrays of a multi-process mesh too (every process must call it).
-    """
+    """Copy every array into new buffers, global arrays too (then on every process)."""
     return jax.tree.map(_copy_leaf, tree)
 
 
 def first_replica(tree: Any) -> Any:
-    """Each replicated global array as its copy on this process's first device; others as is.
-
-    Use it to evaluate or save replicated values on one process without cross-process work.
-    """
+    """Replicated global arrays as this process's first copy (to evaluate or save locally)."""
 
     def leaf(a):
         if isinstance(a, jax.Array) and not a.is_fully_addressable and a.is_fully_replicated:
@@ -411,10 +384,9 @@ def is_main_process() -> bool:
 
 
 def run_on_main_process(fn: Callable[[], Any], *, name: str) -> None:
-    """Run ``fn()`` on process 0 only, then wait until every process gets here.
+    """Run ``fn()`` on process 0 only, then wait until every process gets here (``name``).
 
-    With one process this is ``fn()``. ``name`` labels the barrier; every process must reach
-    it in the same order. ``fn`` must not touch global arrays (use ``first_replica``).
+    ``fn`` must not touch global arrays (use ``first_replica``).
     """
     if jax.process_count() == 1:
         fn()

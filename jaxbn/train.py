@@ -196,7 +196,8 @@ def train_step_fn(
         count, so the step equals the single-device step on the whole batch. Keep shard_map's
         default ``check_vma=True`` (the gradients of the replicated params are then summed
         over the shards) and give the train state ``P()`` and the batch ``P(axis_name)``. Each
-        shard draws its own dropout masks, so with dropout it differs from one device.
+        shard draws its own dropout masks (the key folded with the shard's index), so with
+        dropout it differs from one device.
 
     Returns:
       ``step(train_state, x, y, mask=None) -> (train_state, metrics)`` where ``x`` is
@@ -215,7 +216,8 @@ def train_step_fn(
                 compute_loss, 1, has_aux=True
             )(net, train_state.params, train_state.state, x, y, key=key, l2=l2, mask=mask)
             acc = accuracy(logits, y, mask=mask)
-        else:
+        else:  # each shard its own dropout masks: fold in the shard's index
+            key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
             (loss, (acc, model_state)), grads = jax.value_and_grad(
                 _sharded_loss, 1, has_aux=True
             )(net, train_state.params, train_state.state, x, y, key=key, l2=l2, mask=mask,

@@ -80,7 +80,7 @@ def main(checkpoint_dir):
         parallel.data_mesh(3)
         raise AssertionError("data_mesh(3) on 2 processes must raise")
     except ValueError as e:
-        assert "divisible by the 2 processes" in str(e)
+        assert "divisible by the 2 process(es)" in str(e)
 
     # 1. make_train_step(mesh=...): two whole-batch NumPy steps of 36 rows, then the uneven step
     #    from process_batch (17 + 13 real rows, 36 with padding): one compiled shape.
@@ -216,6 +216,7 @@ def main(checkpoint_dir):
         report["errors"] = errors
         report["seconds"]["reference"] = time.perf_counter() - t
     report["seconds"]["total"] = time.perf_counter() - T0
+    report["seconds"]["cpu"] = time.process_time()
     print(json.dumps(report), flush=True)
 
 
