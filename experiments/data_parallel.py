@@ -10,6 +10,14 @@ match the single-device run. On a CPU-only machine, `--host-devices N` splits th
 devices (it must be set before JAX starts, so the script sets XLA_FLAGS itself); these share the
 same cores, so steps/s measures the overhead of the partitioned program, not a speedup. On a GPU
 or TPU host, leave `--host-devices` out and list the real device counts.
+
+    python experiments/data_parallel.py --processes 2 --host-devices 2 --dataset digits \
+        --epochs 1 --out-dir runs/data_parallel_processes
+
+`--processes N` starts N local processes that talk over 127.0.0.1 only (jax.distributed, gloo CPU
+collectives), each with `--host-devices` CPU devices (default 1); they train with
+`fit(mesh=data_mesh())` across all of them, and this process then trains on one device and
+prints the largest relative difference of the step losses and of the final parameters.
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ import os
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -37,6 +47,11 @@ def parse_args(argv):
     p.add_argument("--dataset", default="mnist", help="a jaxbn.data name (mnist, mnist_embedded)")
     p.add_argument("--n-train", type=int, default=None, help="use only this many training rows")
     p.add_argument("--epochs", type=int, default=2)
+    p.add_argument(
+        "--processes", type=int, default=None, help="train across this many local processes"
+    )
+    p.add_argument("--timeout", type=float, default=1800, help="seconds the processes may take")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # set by --processes
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument(
@@ -49,15 +64,91 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
+def rel_diff(a, b) -> float:
+    """max |a - b| / max(|a| + |b|), over two flat float64 vectors."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(a) + np.abs(b)), 1e-8))
+
+
+def fit_e2(args, mesh=None):
+    """E2's net trained with ``fit`` (on ``mesh`` if given): ``(step losses, flat params)``."""
+    import jax
+    import optax
+
+    import jaxbn
+    from jaxbn.data import load_dataset
+
+    ds = load_dataset(
+        args.dataset, args.data_dir, val_size=1 / 20, seed=args.seed, n_train=args.n_train,
+        progress=False,
+    )  # fmt: skip
+    net = jaxbn.FullyConnectedNet((128, 64, 32, 16), 10, normalization="batchnorm")
+    result = jaxbn.fit(
+        net, optax.sgd(args.lr), ds.x_train, ds.y_train, ds.x_val, ds.y_val, epochs=args.epochs,
+        batch_size=args.batch_size, seed=args.seed, progress=False, mesh=mesh,
+    )  # fmt: skip
+    leaves = jax.tree.leaves(result.train_state.params)
+    flat = np.concatenate([np.ravel(np.asarray(a, np.float64)) for a in leaves])
+    return np.asarray(result.history.step_loss), flat
+
+
+def run_worker(args):
+    """One of the ``--processes`` processes: ``fit`` on the mesh of every process's devices."""
+    from tests.multiprocess import initialize_on_loopback
+
+    process = initialize_on_loopback()
+    from jaxbn import parallel
+
+    losses, params = fit_e2(args, mesh=parallel.data_mesh())
+    if process == 0:
+        np.savez(Path(args.out_dir) / "processes_result.npz", step_loss=losses, params=params)
+
+
+def run_processes(args, argv):
+    """Launch ``--processes`` local processes, then check their result against one device."""
+    from tests.multiprocess import launch
+
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    n_dev = args.host_devices or 1
+    t0 = time.perf_counter()
+    results = launch(__file__, args.processes, n_dev, [*argv, "--worker"], timeout=args.timeout)
+    wall = time.perf_counter() - t0
+    for i, r in enumerate(results):
+        if r.returncode != 0:
+            raise SystemExit(f"process {i} failed (exit {r.returncode}):\n{r.stderr[-3000:]}")
+    from jaxbn._io import write_json
+
+    got = np.load(out / "processes_result.npz")
+    ref_losses, ref_params = fit_e2(args)
+    record = {
+        "processes": args.processes, "devices_per_process": n_dev, "wall_s": wall,
+        "steps": len(ref_losses),
+        "step_loss_rel_diff": rel_diff(ref_losses, got["step_loss"]),
+        "params_rel_diff": rel_diff(ref_params, got["params"]),
+    }  # fmt: skip
+    write_json(out / "processes.json", record)
+    print(
+        f"{args.processes} processes x {n_dev} device(s) vs one device, {len(ref_losses)} steps: "
+        f"max relative difference {record['step_loss_rel_diff']:.1e} (step losses), "
+        f"{record['params_rel_diff']:.1e} (final parameters)"
+    )
+    return record
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    if args.host_devices:
+    if args.processes and not args.worker:
+        return run_processes(args, argv)
+    if args.host_devices and not args.worker:
         os.environ["XLA_FLAGS"] = (
             os.environ.get("XLA_FLAGS", "")
             + f" --xla_force_host_platform_device_count={args.host_devices}"
         )
+    if args.worker:
+        return run_worker(args)
     import jax
-    import numpy as np
     import optax
 
     import jaxbn

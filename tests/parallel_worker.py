@@ -60,7 +60,7 @@ def main():
     ts_ref, loss_ref = run_steps(single, copy(ts0), even)
     for n in (1, 2, 4, 8):
         mesh = parallel.data_mesh(n)
-        dp = parallel.make_data_parallel_step(net, opt, mesh)
+        dp = parallel.make_data_parallel_step(jaxbn.train_step_fn(net, opt), mesh)
         ts, losses = run_steps(dp, parallel.replicate(mesh, copy(ts0)), even)
         results["step"][str(n)] = {
             "params": tree_error(ts_ref.params, ts.params),
@@ -73,7 +73,7 @@ def main():
     uneven = [(x_all[:30], y_all[:30])]
     ts_ref, loss_ref = run_steps(single, copy(ts0), uneven)
     mesh = parallel.data_mesh(8)
-    dp = parallel.make_data_parallel_step(net, opt, mesh)
+    dp = parallel.make_data_parallel_step(jaxbn.train_step_fn(net, opt), mesh)
     ts, losses = run_steps(dp, parallel.replicate(mesh, copy(ts0)), uneven)
     batch_mean = np.asarray(
         x_all[:30] @ np.asarray(ts0.params[0]["W"]) + np.asarray(ts0.params[0]["b"])

@@ -70,3 +70,49 @@ def test_shard_batch_single_device_mesh():
     np.testing.assert_array_equal(y, [0, 1, 2])
     assert x.shape == (3, 2) and bool(mask.all())
     assert x.sharding.spec == parallel.batch_sharding(mesh).spec
+
+
+def test_process_batch_single_process_is_shard_batch():
+    mesh = parallel.data_mesh(1)
+    x, y = np.arange(6.0, dtype=np.float32).reshape(3, 2), np.arange(3)
+    got, want = parallel.process_batch(mesh, x, y), parallel.shard_batch(mesh, x, y)
+    assert len(got) == len(want) == 3
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
+    xp, yp, mask = parallel.process_batch(mesh, x, y, rows_per_process=5)
+    assert xp.shape == (5, 2) and yp.shape == (5,)
+    np.testing.assert_array_equal(mask, [True, True, True, False, False])
+    np.testing.assert_array_equal(xp[3:], 0)
+    assert xp.sharding.spec == parallel.batch_sharding(mesh).spec
+
+
+def test_process_batch_rejects_bad_input():
+    mesh = parallel.data_mesh(1)
+    with pytest.raises(ValueError, match=r"rows_per_process must be >= this process's 3 rows"):
+        parallel.process_batch(mesh, np.ones((3, 2)), rows_per_process=2)
+    with pytest.raises(ValueError, match="rows_per_process must be an int or None, got 2.5"):
+        parallel.process_batch(mesh, np.ones((3, 2)), rows_per_process=2.5)
+    with pytest.raises(ValueError, match="array 0 has 3 rows, array 1 has 2"):
+        parallel.process_batch(mesh, np.ones((3, 2)), np.ones(2))
+
+
+def test_replicate_copy_and_first_replica_keep_typed_keys():
+    mesh = parallel.data_mesh(1)
+    tree = {"key": jax.random.key(3), "w": np.ones(2, np.float32)}
+    rep = parallel.replicate(mesh, tree)
+    assert jax.dtypes.issubdtype(rep["key"].dtype, jax.dtypes.prng_key)
+    np.testing.assert_array_equal(jax.random.key_data(rep["key"]), jax.random.key_data(tree["key"]))
+    assert rep["w"].sharding.is_equivalent_to(parallel.replicated_sharding(mesh), 1)
+    copied = parallel.copy_tree(rep)
+    assert copied["w"] is not rep["w"]
+    assert copied["w"].unsafe_buffer_pointer() != rep["w"].unsafe_buffer_pointer()
+    np.testing.assert_array_equal(
+        jax.random.key_data(copied["key"]), jax.random.key_data(rep["key"])
+    )
+    assert parallel.first_replica(rep)["w"] is rep["w"]  # one process: nothing to pick
+
+
+def test_run_on_main_process_runs_once_with_one_process():
+    calls = []
+    parallel.run_on_main_process(lambda: calls.append(1), name="test")
+    assert calls == [1] and parallel.is_main_process()

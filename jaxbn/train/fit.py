@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -39,6 +40,7 @@ from jaxbn.train.step import (
     TrainState,
     check_params_shapes,
     compiled_init,
+    indexed_step,
     indexed_step_runner,
     net_input,
 )
@@ -180,7 +182,13 @@ def fit(
       mesh: a 1-D device mesh (``jaxbn.parallel.data_mesh``) to train data-parallel on: each
         batch is split across the devices (padded with masked rows to fit), the training set and
         the train state are replicated, and batch-norm statistics are those of the whole batch,
-        so the run matches the single-device one up to float round-off.
+        so the run matches the single-device one up to float round-off. The mesh may span
+        several processes (``jax.distributed.initialize``): every process then calls ``fit``
+        with the same arguments and holds the whole training set (each fills its own devices,
+        nothing is gathered); process 0 alone shows progress and writes the checkpoint (the
+        processes must share ``checkpoint_dir``'s filesystem), and the others wait for it. When
+        each process holds only its part of the data, loop over ``parallel.process_batch`` and
+        ``make_train_step(net, optimizer, mesh=mesh)`` yourself.
 
     Returns:
       A ``FitResult(train_state, history, best_params, best_state)``.
@@ -220,13 +228,17 @@ def fit(
     run_step = indexed_step_runner(net, optimizer, l2)
     x_dev, y_dev = jnp.asarray(plan.x_host), jnp.asarray(plan.y_host.astype(np.int32))
     if mesh is not None:
-        run_step = parallel.indexed_step_runner(net, optimizer, l2, mesh)
-        ts, x_dev, y_dev = parallel.replicate(mesh, (ts, x_dev, y_dev))
+        run_step = parallel.indexed_step_runner(partial(indexed_step, net, optimizer, l2), mesh)
+        ts, x_dev, y_dev = parallel.replicate(mesh, (ts, plan.x_host, plan.y_host.astype(np.int32)))
 
     start_epoch = history.epochs_done if history.stopped_at_step is None else plan.epochs
     # A target loss may stop the run at any check: then no total (a step count), not the maximum.
     total = None if plan.target_loss is not None else plan.epochs * plan.steps_per_epoch
-    bar = _make_bar(progress, total, min(start_epoch, plan.epochs) * plan.steps_per_epoch)
+    bar = _make_bar(
+        progress and parallel.is_main_process(),
+        total,
+        min(start_epoch, plan.epochs) * plan.steps_per_epoch,
+    )
     try:
         for epoch in range(start_epoch, plan.epochs):
             ts = _train_epoch(plan, net, ts, run_step, x_dev, y_dev, epoch, history, bar)
@@ -278,7 +290,8 @@ def _start(plan: Plan, net, optimizer, train_state, resume: bool):
 def _monitored(plan: Plan, net, ts) -> dict[str, float]:
     """Evaluate the monitored set: the validation set, or the training set without one."""
     x, y = plan.val if plan.val is not None else (plan.x_host, plan.y_host)
-    return evaluate(net, ts.params, ts.state, x, y, batch_size=plan.eval_batch_size)
+    params, state = parallel.first_replica((ts.params, ts.state))
+    return evaluate(net, params, state, x, y, batch_size=plan.eval_batch_size)
 
 
 def _train_epoch(plan: Plan, net, ts, run_step, x_dev, y_dev, epoch, history, bar):
@@ -324,9 +337,8 @@ def _train_epoch(plan: Plan, net, ts, run_step, x_dev, y_dev, epoch, history, ba
 def _close_epoch(plan: Plan, net, ts, epoch, history, best: _Best, bar) -> _Best:
     """Evaluate after an epoch, keep the best parameters, check the target, save a checkpoint."""
     t0 = time.perf_counter()
-    tr = evaluate(
-        net, ts.params, ts.state, plan.x_host, plan.y_host, batch_size=plan.eval_batch_size
-    )
+    params, state = parallel.first_replica((ts.params, ts.state))
+    tr = evaluate(net, params, state, plan.x_host, plan.y_host, batch_size=plan.eval_batch_size)
     _check_evaluated(tr, "training", epoch, ts, plan.steps_per_epoch)
     history.train_loss.append(tr["loss"])
     history.train_accuracy.append(tr["accuracy"])
@@ -358,13 +370,14 @@ def _close_epoch(plan: Plan, net, ts, epoch, history, best: _Best, bar) -> _Best
         bar.set_postfix(epoch=epoch + 1, loss=f"{history.step_loss[-1]:.4f}", **val_acc)
     if plan.ckpt_path is not None:
         meta = {"config": plan.config, "history": history.to_dict()}
-        save_checkpoint(plan.ckpt_path, Checkpoint(ts, best.params, best.state, meta))
+        ckpt = Checkpoint(*parallel.first_replica((ts, best.params, best.state)), meta)
+        parallel.run_on_main_process(
+            partial(save_checkpoint, plan.ckpt_path, ckpt), name=f"checkpoint {int(ts.step)}"
+        )
     return best
 
 
-def _copy(tree):
-    """Copy every array (new buffers, so donating the original leaves the copy intact)."""
-    return jax.tree.map(lambda a: jax.device_put(a, may_alias=False), tree)
+_copy = parallel.copy_tree  # new buffers (also for global arrays of a multi-process mesh)
 
 
 def _check_evaluated(metrics, evaluated, epoch, ts, steps_per_epoch) -> None:

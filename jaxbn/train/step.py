@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
 
-from jaxbn import _checks
+from jaxbn import _checks, parallel
 from jaxbn.convnet import ConvNet
 from jaxbn.losses import accuracy, l2_penalty, softmax_cross_entropy
 from jaxbn.nn import FullyConnectedNet
@@ -134,8 +134,28 @@ def compute_loss(
     return loss, (logits, new_state)
 
 
+def _sharded_loss(net, params, state, x, y, *, key, l2, mask, axis_name):
+    """``compute_loss`` for one shard of the batch inside ``shard_map``: the global mean.
+
+    The data loss and the number correct are summed over the real rows of every shard
+    (``psum`` over ``axis_name``) and divided by the global count of real rows.
+    """
+    logits, new_state = net.apply(
+        params, state, x, training=True, key=key, mask=mask, axis_name=axis_name
+    )
+    count = jnp.float32(x.shape[0]) if mask is None else jnp.sum(mask, dtype=jnp.float32)
+    count = jnp.maximum(jax.lax.psum(count, axis_name), 1.0)
+    data = jax.lax.psum(softmax_cross_entropy(logits, y, mask=mask, reduction="sum"), axis_name)
+    correct = jax.lax.psum(accuracy(logits, y, mask=mask, reduction="sum"), axis_name)
+    return data / count + l2_penalty(params, l2), (correct / count, new_state)
+
+
 def train_step_fn(
-    net: FullyConnectedNet, optimizer: optax.GradientTransformation, *, l2: float = 0.0
+    net: FullyConnectedNet,
+    optimizer: optax.GradientTransformation,
+    *,
+    l2: float = 0.0,
+    axis_name: Hashable | None = None,
 ) -> StepFn:
     """Build the un-jitted training step ``step(train_state, x, y, mask=None)``.
 
@@ -150,6 +170,14 @@ def train_step_fn(
       optimizer: an optax gradient transformation (``optax.sgd``, ``optax.sgd(lr, momentum=0.9)``,
         ``optax.adam``, ...).
       l2: the L2 strength on the weights, >= 0.
+      axis_name: for explicit per-device code in ``jax.shard_map`` over a batch split along
+        this mesh axis: batch norm uses the statistics of the whole batch, and the loss and
+        accuracy are sums over every shard's real rows (``psum``) divided by their global
+        count, so the step equals the single-device step on the whole batch. Keep shard_map's
+        default ``check_vma=True`` (the gradients of the replicated params are then summed
+        over the shards) and give the train state ``P()`` and the batch ``P(axis_name)``. Each
+        shard draws its own dropout masks (the key folded with the shard's index), so with
+        dropout it differs from one device.
 
     Returns:
       ``step(train_state, x, y, mask=None) -> (train_state, metrics)`` where ``x`` is
@@ -167,9 +195,17 @@ def train_step_fn(
         train_state: TrainState, x: ArrayLike, y: ArrayLike, mask: ArrayLike | None = None
     ) -> tuple[TrainState, dict[str, jax.Array]]:
         key = jax.random.fold_in(train_state.key, train_state.step)
-        (loss, (logits, model_state)), grads = jax.value_and_grad(compute_loss, 1, has_aux=True)(
-            net, train_state.params, train_state.state, x, y, key=key, l2=l2, mask=mask
-        )
+        if axis_name is None:
+            (loss, (logits, model_state)), grads = jax.value_and_grad(
+                compute_loss, 1, has_aux=True
+            )(net, train_state.params, train_state.state, x, y, key=key, l2=l2, mask=mask)
+            acc = accuracy(logits, y, mask=mask)
+        else:  # each shard its own dropout masks: fold in the shard's index
+            key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
+            (loss, (acc, model_state)), grads = jax.value_and_grad(
+                _sharded_loss, 1, has_aux=True
+            )(net, train_state.params, train_state.state, x, y, key=key, l2=l2, mask=mask,
+              axis_name=axis_name)  # fmt: skip
         updates, opt_state = optimizer.update(grads, train_state.opt_state, train_state.params)
         params = optax.apply_updates(train_state.params, updates)
         new = TrainState(
@@ -179,7 +215,7 @@ def train_step_fn(
             step=train_state.step + 1,
             key=train_state.key,
         )
-        return new, {"loss": loss, "accuracy": accuracy(logits, y, mask=mask)}
+        return new, {"loss": loss, "accuracy": acc}
 
     return step
 
@@ -221,9 +257,7 @@ def make_train_step(
       1
     """
     if mesh is not None:
-        from jaxbn.parallel import make_data_parallel_step  # deferred: parallel imports this
-
-        return make_data_parallel_step(net, optimizer, mesh, l2=l2)
+        return parallel.make_data_parallel_step(train_step_fn(net, optimizer, l2=l2), mesh)
     return jax.jit(train_step_fn(net, optimizer, l2=l2), donate_argnums=0)
 
 
