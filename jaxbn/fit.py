@@ -32,6 +32,7 @@ from jaxbn.train import (
     _check_l2,
     _check_net,
     _check_optimizer,
+    _check_schedule,
     _check_xy,
     evaluate,
     init_train_state,
@@ -112,21 +113,25 @@ def _epoch_order(seed, epoch, n, batch_size, sampling, steps):
     return order.reshape(steps, batch_size).astype(np.int32), n - (steps - 1) * batch_size
 
 
-def _indexed_step(net, optimizer, l2, train_state, x_all, y_all, idx, mask):
+def _indexed_step(net, optimizer, l2, train_state, x_all, y_all, idx, mask, schedule=None):
     """One training step on the rows ``idx`` ``(B,)`` of the device-resident training set."""
-    return train_step_fn(net, optimizer, l2=l2)(train_state, x_all[idx], y_all[idx], mask)
+    step = train_step_fn(net, optimizer, l2=l2, renorm_schedule=schedule)
+    return step(train_state, x_all[idx], y_all[idx], mask)
 
 
-_cached_step = jax.jit(_indexed_step, static_argnums=(0, 1, 2), donate_argnums=3)
+_cached_step = jax.jit(
+    _indexed_step, static_argnums=(0, 1, 2), static_argnames="schedule", donate_argnums=3
+)
 
 
-def _step_runner(net, optimizer, l2):
+def _step_runner(net, optimizer, l2, schedule=None):
     """The jitted step, compiled once per (net, optimizer, l2) across ``fit`` calls if hashable."""
     try:
-        hash(optimizer)
+        hash((optimizer, schedule))
     except TypeError:
-        return jax.jit(partial(_indexed_step, net, optimizer, l2), donate_argnums=0)
-    return partial(_cached_step, net, optimizer, l2)
+        step = partial(_indexed_step, net, optimizer, l2, schedule=schedule)
+        return jax.jit(step, donate_argnums=0)
+    return partial(_cached_step, net, optimizer, l2, schedule=schedule)
 
 
 _cached_init = jax.jit(init_train_state, static_argnums=(0, 1, 3))
@@ -177,6 +182,7 @@ def fit(
     train_state: TrainState | None = None,
     progress: bool = True,
     mesh: Mesh | None = None,
+    renorm_schedule=None,
 ) -> FitResult:
     """Train ``net`` with minibatch steps; evaluate after each epoch; keep the best parameters.
 
@@ -222,6 +228,8 @@ def fit(
         batch is split across the devices (padded with masked rows to fit), the training set and
         the train state are replicated, and batch-norm statistics are those of the whole batch,
         so the run matches the single-device one up to float round-off.
+      renorm_schedule: None, or a function of ``TrainState.step`` returning ``(rmax, dmax)``
+        for a renorm net (see ``jaxbn.train_step_fn``); not yet with ``mesh``.
 
     Returns:
       A ``FitResult(train_state, history, best_params, best_state)``.
@@ -232,6 +240,9 @@ def fit(
         checkpoint that does not match this run.
     """
     net, optimizer, l2 = _check_net(net), _check_optimizer(optimizer), _check_l2(l2)
+    renorm_schedule = _check_schedule(renorm_schedule)
+    if renorm_schedule is not None and mesh is not None:
+        raise ValueError("renorm_schedule is not supported with a mesh yet; pass one or other")
     epochs = _nonneg_int("epochs", epochs)
     batch_size = _check_batch_size("batch_size", batch_size)
     eval_batch_size = _check_batch_size("eval_batch_size", eval_batch_size)
@@ -317,7 +328,7 @@ def fit(
         ts, best_params, best_state = ckpt.train_state, ckpt.best_params, ckpt.best_state
         history = History.from_dict(ckpt.meta["history"])
 
-    run_step = _step_runner(net, optimizer, l2)
+    run_step = _step_runner(net, optimizer, l2, renorm_schedule)
     x_dev, y_dev = jnp.asarray(x_host), jnp.asarray(y_host.astype(np.int32))
     if mesh is not None:
         from jaxbn import parallel  # deferred: parallel builds on this module

@@ -126,6 +126,8 @@ def compute_loss(
     key: jax.Array | None = None,
     l2: float | ArrayLike = 0.0,
     mask: ArrayLike | None = None,
+    rmax: float | ArrayLike | None = None,
+    dmax: float | ArrayLike | None = None,
 ) -> tuple[jax.Array, tuple[jax.Array, Any]]:
     """Compute the training objective: mean softmax cross-entropy plus ``0.5 * l2 * sum(W ** 2)``.
 
@@ -142,19 +144,33 @@ def compute_loss(
       l2: the L2 strength on the weights: a Python float >= 0, or a scalar array (may be
         traced, e.g. vmapped over a sweep; see ``l2_penalty``).
       mask: optional ``(N,)`` bool of real rows; the others count nowhere.
+      rmax, dmax: per-call renorm bounds (see ``FullyConnectedNet.apply``); None: the net's.
 
     Returns:
       ``(loss, (logits, new_state))``: a scalar, ``(N, C)`` logits and the updated model state.
     """
     logits, new_state = _check_net(net).apply(
-        params, state, x, training=training, key=key, mask=mask
+        params, state, x, training=training, key=key, mask=mask, rmax=rmax, dmax=dmax
     )
     loss = softmax_cross_entropy(logits, y, mask=mask) + l2_penalty(params, l2)
     return loss, (logits, new_state)
 
 
+def _check_schedule(renorm_schedule):
+    if renorm_schedule is not None and not callable(renorm_schedule):
+        raise TypeError(
+            "renorm_schedule must be a function of the step returning (rmax, dmax), or None; "
+            f"got {renorm_schedule!r}"
+        )
+    return renorm_schedule
+
+
 def train_step_fn(
-    net: FullyConnectedNet, optimizer: optax.GradientTransformation, *, l2: float = 0.0
+    net: FullyConnectedNet,
+    optimizer: optax.GradientTransformation,
+    *,
+    l2: float = 0.0,
+    renorm_schedule: Callable[[jax.Array], tuple[Any, Any]] | None = None,
 ) -> StepFn:
     """Build the un-jitted training step ``step(train_state, x, y, mask=None)``.
 
@@ -169,6 +185,9 @@ def train_step_fn(
       optimizer: an optax gradient transformation (``optax.sgd``, ``optax.sgd(lr, momentum=0.9)``,
         ``optax.adam``, ...).
       l2: the L2 strength on the weights, >= 0.
+      renorm_schedule: None, or a function of ``train_state.step`` (an int32 scalar, traced)
+        returning ``(rmax, dmax)`` for a renorm net's step, e.g. the paper's ramp from (1, 0)
+        to (3, 5); None keeps the net's bounds.
 
     Returns:
       ``step(train_state, x, y, mask=None) -> (train_state, metrics)`` where ``x`` is
@@ -177,13 +196,17 @@ def train_step_fn(
       is ``{"loss": total loss (data + L2), "accuracy": batch accuracy}`` in training mode.
     """
     net, optimizer, l2 = _check_net(net), _check_optimizer(optimizer), _check_l2(l2)
+    renorm_schedule = _check_schedule(renorm_schedule)
 
     def step(
         train_state: TrainState, x: ArrayLike, y: ArrayLike, mask: ArrayLike | None = None
     ) -> tuple[TrainState, dict[str, jax.Array]]:
         key = jax.random.fold_in(train_state.key, train_state.step)
+        bounds = {}
+        if renorm_schedule is not None:
+            bounds = dict(zip(("rmax", "dmax"), renorm_schedule(train_state.step), strict=True))
         (loss, (logits, model_state)), grads = jax.value_and_grad(compute_loss, 1, has_aux=True)(
-            net, train_state.params, train_state.state, x, y, key=key, l2=l2, mask=mask
+            net, train_state.params, train_state.state, x, y, key=key, l2=l2, mask=mask, **bounds
         )
         updates, opt_state = optimizer.update(grads, train_state.opt_state, train_state.params)
         params = optax.apply_updates(train_state.params, updates)
@@ -205,6 +228,7 @@ def make_train_step(
     *,
     l2: float = 0.0,
     mesh: jax.sharding.Mesh | None = None,
+    renorm_schedule: Callable[[jax.Array], tuple[Any, Any]] | None = None,
 ) -> StepFn:
     """Build the jit-compiled training step; the input ``TrainState`` is donated.
 
@@ -219,6 +243,8 @@ def make_train_step(
       mesh: optional 1-D device mesh (``jaxbn.parallel.data_mesh``): the step then runs
         data-parallel with global batch statistics (see
         ``jaxbn.parallel.make_data_parallel_step``); replicate the train state on it first.
+      renorm_schedule: None or a function of the step returning ``(rmax, dmax)`` (see
+        ``train_step_fn``); not yet with ``mesh``.
 
     Returns:
       ``step(train_state, x, y, mask=None) -> (train_state, metrics)``, compiled once per input
@@ -238,8 +264,11 @@ def make_train_step(
     if mesh is not None:
         from jaxbn.parallel import make_data_parallel_step  # deferred: parallel imports train
 
+        if renorm_schedule is not None:
+            raise ValueError("renorm_schedule is not supported with a mesh yet; pass one or other")
         return make_data_parallel_step(net, optimizer, mesh, l2=l2)
-    return jax.jit(train_step_fn(net, optimizer, l2=l2), donate_argnums=0)
+    step = train_step_fn(net, optimizer, l2=l2, renorm_schedule=renorm_schedule)
+    return jax.jit(step, donate_argnums=0)
 
 
 @partial(jax.jit, static_argnums=0)
