@@ -5,6 +5,7 @@ functions whose options are static, so each configuration compiles once.
 """
 
 from functools import partial
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +14,7 @@ import pytest
 from jax.test_util import check_grads
 
 import jaxbn
-from tests.helpers import rel_error
+from tests.helpers import rel_error, run_worker
 
 N, D = 8, 5
 MASK = np.array([1, 1, 0, 1, 1, 1, 0, 0], bool)  # 3 + 2 live rows in the groups of 4
@@ -388,3 +389,16 @@ def test_renorm_schedule_in_step_and_fit():
     r0 = jaxbn.fit(net, opt, x, y, renorm_schedule=lambda s: (1.0, 0.0), **kw)
     r1 = jaxbn.fit(net_bn, opt, x, y, **kw)
     np.testing.assert_allclose(r0.history.step_loss, r1.history.step_loss, rtol=1e-6)
+
+
+# --- shard_map ---------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_variants_under_shard_map_match_one_device():
+    """4 forced CPU devices (a subprocess): renorm and ghost batches with axis_name and a mask."""
+    report = run_worker(Path(__file__).parent / "variants_worker.py", n_devices=4)
+    assert len(report) == 9
+    for case, errors in report.items():
+        for name, err in errors.items():
+            assert err < 1e-12, (case, name, err)
