@@ -48,7 +48,7 @@ def main(argv=None):
     }
 
     def make(kw):
-        def loss(x, gamma, beta, state):
+        def loss(x, gamma, beta, state, c):
             y, new = jaxbn.batch_norm(x, gamma, beta, state, training=True, **kw)
             return jnp.sum(y * c), new
 
@@ -57,12 +57,12 @@ def main(argv=None):
     fns = {name: make(kw) for name, kw in variants.items()}
     for fn in fns.values():
         for _ in range(args.warmup):
-            jax.block_until_ready(fn(x, gamma, beta, state))
+            jax.block_until_ready(fn(x, gamma, beta, state, c))
     times = {name: [] for name in fns}
     for _ in range(args.rounds):
         for name, fn in fns.items():
             t0 = time.perf_counter()
-            jax.block_until_ready(fn(x, gamma, beta, state))
+            jax.block_until_ready(fn(x, gamma, beta, state, c))
             times[name].append(time.perf_counter() - t0)
     base = statistics.median(times["plain BN"])
     print(f"batch_norm forward + backward at ({n}, {d}), float32, {jax.default_backend()}, "

@@ -163,8 +163,11 @@ def _variant_closed_bwd(lay: Layout, res, cts):
         gy_xc = d_y_r.astype(ct) * (x_r.astype(ct) - mean_r)
         sum_gyxc = jnp.sum(_where(mask_b, gy_xc), lay.stat_axes, keepdims=True)
         dgamma_g = inv * sum_gyxc if r is None else (r * inv) * sum_gyxc + d * sum_gy
+        # Sum the per-group values, not x again: the barrier keeps XLA from folding the two
+        # sums into one more pass over the full-size cotangent.
+        dgamma_g, sum_gy_p = opaque_to_cse(dgamma_g, sum_gy)
         dgamma = reduce_params(dgamma_g).astype(gamma.dtype)
-        dbeta = reduce_params(sum_gy).astype(beta.dtype)
+        dbeta = reduce_params(sum_gy_p).astype(beta.dtype)
         # sum(d_xhat) and sum(d_xhat * x_hat) over the whole group (across devices too)
         s1 = g_eff * F._psum(sum_gy, lay.axis_name)
         s2 = g_eff * inv * F._psum(sum_gyxc, lay.axis_name)
@@ -297,6 +300,9 @@ def batch_contribution(mean, var, m, lay: Layout, *, unbiased: bool, group_axis_
         var = var * jnp.where(m > 1, m / jnp.maximum(m - 1, 1), 1)
     group_axes = tuple(a for a in lay.param_axes if a not in lay.stat_axes)
     if group_axes:
+        # Average the per-group statistics themselves: without the barrier XLA folds the two
+        # sums into another pass over x. (Per-group statistics vary across devices anyway.)
+        mean, var = opaque_to_cse(mean, var)
         live = jnp.broadcast_to(jnp.asarray(m) > 0, mean.shape).astype(mean.dtype)
         n = F._psum(jnp.sum(live, group_axes, keepdims=True), group_axis_name)
 
