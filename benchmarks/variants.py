@@ -65,8 +65,10 @@ def main(argv=None):
             jax.block_until_ready(fn(x, gamma, beta, state, c))
             times[name].append(time.perf_counter() - t0)
     base = statistics.median(times["plain BN"])
-    print(f"batch_norm forward + backward at ({n}, {d}), float32, {jax.default_backend()}, "
-          f"median of {args.rounds} interleaved calls\n")
+    print(
+        f"batch_norm forward + backward at ({n}, {d}), float32, {jax.default_backend()}, "
+        f"median of {args.rounds} interleaved calls\n"
+    )
     print("| variant | median (us) | ratio to plain BN |")
     print("| --- | ---: | ---: |")
     for name, ts in times.items():
