@@ -31,7 +31,14 @@ from jax.typing import ArrayLike, DTypeLike
 from jaxbn import _checks
 from jaxbn.dropout import dropout as _dropout
 from jaxbn.initializers import init_std
-from jaxbn.norm import BACKWARDS, BatchNormState, batch_norm, batch_norm_state, layer_norm
+from jaxbn.norm import (
+    BACKWARDS,
+    RUNNING_VARS,
+    BatchNormState,
+    batch_norm,
+    batch_norm_state,
+    layer_norm,
+)
 
 __all__ = ["ACTIVATIONS", "NORMALIZATIONS", "FullyConnectedNet"]
 
@@ -67,10 +74,15 @@ class FullyConnectedNet:
       dropout: probability of DROPPING a hidden unit (inverted dropout), in [0, 1).
       weight_init: ``"he"`` (``N(0, 2 / fan_in)``), ``"xavier"`` (``N(0, 1 / fan_in)``) or a
         positive float: the fixed standard deviation of every weight matrix. Biases start at 0.
-      momentum: batch norm's weight of the OLD running statistic, in [0, 1] (0.9 is PyTorch's 0.1).
+      momentum: batch norm's weight of the OLD running statistic, in [0, 1] (0.9 is PyTorch's 0.1);
+        None for the cumulative average (PyTorch's ``momentum=None``).
       eps: added to the variance in batch and layer norm, > 0.
       bn_backward: the normalization layers' backward: ``"closed_form"``, ``"staged"`` or
         ``"autodiff"`` (see ``jaxbn.batch_norm``).
+      renorm, rmax, dmax: batch renormalization in every batch-norm layer and its clipping bounds
+        (``rmax >= 1``, ``dmax >= 0``); ``apply`` can override the bounds per call.
+      virtual_batch_size: None, or the ghost-batch size of every batch-norm layer in training.
+      running_var: ``"biased"`` or ``"unbiased"`` (PyTorch's) running variance.
 
     Raises:
       ValueError: a bad size, an unknown option, or a hyperparameter out of range, naming the
@@ -95,6 +107,11 @@ class FullyConnectedNet:
     momentum: float = 0.9
     eps: float = 1e-5
     bn_backward: str = "closed_form"
+    renorm: bool = False
+    rmax: float = 3.0
+    dmax: float = 5.0
+    virtual_batch_size: int | None = None
+    running_var: str = "biased"
 
     def __post_init__(self):
         dims = self.hidden_dims
@@ -124,14 +141,40 @@ class FullyConnectedNet:
         init_std(self.weight_init, 1)  # validates the name or the fixed std
         if not isinstance(self.weight_init, str):
             object.__setattr__(self, "weight_init", float(self.weight_init))
-        momentum = _checks.in_closed_range("momentum", self.momentum, 0.0, 1.0)
-        object.__setattr__(self, "momentum", momentum)
+        if self.momentum is not None:
+            momentum = _checks.in_closed_range("momentum", self.momentum, 0.0, 1.0)
+            object.__setattr__(self, "momentum", momentum)
         eps = _checks.positive("eps", self.eps)
         if not math.isfinite(eps):
             raise ValueError(f"eps must be finite, got {eps!r}")
         object.__setattr__(self, "eps", eps)
         if self.bn_backward not in BACKWARDS:
             raise ValueError(f"bn_backward must be one of {BACKWARDS}, got {self.bn_backward!r}")
+        self._check_bn_options()
+
+    def _check_bn_options(self) -> None:
+        _checks.python_bool("renorm", self.renorm)
+        for name, lo in (("rmax", 1.0), ("dmax", 0.0)):
+            value = _checks.real_number(name, getattr(self, name))
+            if not value >= lo:
+                raise ValueError(f"{name} must be >= {lo:g}, got {value!r}")
+            object.__setattr__(self, name, value)
+        vbs = self.virtual_batch_size
+        if vbs is not None:
+            object.__setattr__(self, "virtual_batch_size", _positive_int("virtual_batch_size", vbs))
+        _checks.one_of("running_var", self.running_var, RUNNING_VARS)
+        bn_only = {
+            "renorm": self.renorm,
+            "virtual_batch_size": vbs is not None,
+            "running_var": self.running_var != "biased",
+            "momentum": self.momentum is None,
+        }
+        used = [k for k, v in bn_only.items() if v]
+        if used and self.normalization != "batchnorm":
+            raise ValueError(
+                f"{', '.join(used)} apply to batch norm only; got normalization="
+                f"{self.normalization!r}"
+            )
 
     @property
     def num_layers(self) -> int:
@@ -196,6 +239,8 @@ class FullyConnectedNet:
         key: jax.Array | None = None,
         mask: ArrayLike | None = None,
         axis_name: Hashable | None = None,
+        rmax: float | ArrayLike | None = None,
+        dmax: float | ArrayLike | None = None,
     ) -> tuple[jax.Array, State]:
         """Compute the logits; in training mode also the updated batch-norm statistics.
 
@@ -211,6 +256,8 @@ class FullyConnectedNet:
             the False rows out of its statistics (see ``jaxbn.batch_norm``).
           axis_name: a mapped axis (``shard_map``, ``pmap``, ``vmap``) across which batch norm
             computes global batch statistics.
+          rmax, dmax: override the net's renorm bounds for this call (floats or scalar arrays,
+            traced values welcome, e.g. a schedule of the step); None keeps the net's.
 
         Returns:
           ``(logits, new_state)``: logits ``(N, C)`` in the dtype of ``x`` and ``params``.
@@ -220,7 +267,9 @@ class FullyConnectedNet:
             or no ``key`` when dropout needs one.
           TypeError: a non-bool ``training`` or a non-floating ``x``.
         """
-        h, _, new_state = self._forward(params, state, x, training, key, mask, axis_name)
+        h, _, new_state = self._forward(
+            params, state, x, training, key, mask, axis_name, rmax=rmax, dmax=dmax
+        )
         last = params[-1]
         logits = h @ last["W"] + last["b"][None, :]
         return logits, new_state
@@ -248,7 +297,7 @@ class FullyConnectedNet:
         _, hs, new_state = self._forward(params, state, x, training, key, mask, axis_name)
         return hs, new_state
 
-    def _forward(self, params, state, x, training, key, mask, axis_name):
+    def _forward(self, params, state, x, training, key, mask, axis_name, rmax=None, dmax=None):
         """The hidden layers: (last hidden output or flattened x, every hidden output, state)."""
         training = _checks.python_bool("training", training)
         x = _checks.floating_array("x", x)
@@ -284,6 +333,11 @@ class FullyConnectedNet:
                     axis_name=axis_name,
                     backward=self.bn_backward,
                     mask=mask,
+                    renorm=self.renorm,
+                    rmax=self.rmax if rmax is None else rmax,
+                    dmax=self.dmax if dmax is None else dmax,
+                    virtual_batch_size=self.virtual_batch_size,
+                    running_var=self.running_var,
                 )
                 new_state.append(s)
             else:

@@ -422,11 +422,11 @@ def running_update(old, batch, momentum: float, update=True):
     return jnp.where(update, momentum * old + (1.0 - momentum) * batch, old)
 
 
-def has_real_elements(x_shape, mask, lay: Layout):
+def has_real_elements(mask, axis_name=None):
     """A bool scalar: does any device's batch hold a real (unmasked) element? (True: no mask.)"""
     if mask is None:
         return jnp.ones((), jnp.bool_)
-    return jnp.reshape(_count(x_shape, _mask(mask, lay), lay), (-1,))[0] > 0
+    return _psum(jnp.sum(mask, dtype=jnp.int32), axis_name) > 0
 
 
 def layout(x_shape, stat_axes, param_axes, eps, axis_name=None, with_mask=False) -> Layout:

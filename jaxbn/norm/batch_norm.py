@@ -19,8 +19,17 @@ from jax.typing import ArrayLike, DTypeLike
 
 from jaxbn import _checks
 from jaxbn.norm import _formulas as F
+from jaxbn.norm import _variants as V
 
-__all__ = ["BatchNormState", "batch_norm", "batch_norm_state", "batch_norm_train"]
+__all__ = [
+    "RUNNING_VARS",
+    "BatchNormState",
+    "batch_norm",
+    "batch_norm_state",
+    "batch_norm_train",
+]
+
+RUNNING_VARS = ("biased", "unbiased")
 
 
 class BatchNormState(NamedTuple):
@@ -28,7 +37,8 @@ class BatchNormState(NamedTuple):
 
     Attributes:
       mean: feature-shaped (e.g. ``(D,)`` or ``(C,)``), float32 or wider: running mean.
-      var: feature-shaped, float32 or wider: running biased variance.
+      var: feature-shaped, float32 or wider: running variance (biased, or unbiased with
+        ``running_var="unbiased"``).
       count: int32 scalar: number of training-mode updates so far.
     """
 
@@ -90,13 +100,41 @@ def _check_mask(mask, x_shape, axes):
     return mask
 
 
+def _params(gamma, beta, feature_shape, x_dtype):
+    """Check gamma and beta; None (no scale, no offset) becomes the constant 1 or 0.
+
+    A constant has no gradient to compute: nothing asks for it, and XLA drops its sums.
+    """
+    ct = jnp.promote_types(x_dtype, jnp.float32)
+    g = jnp.ones(feature_shape, ct) if gamma is None else gamma
+    b = jnp.zeros(feature_shape, ct) if beta is None else beta
+    return _checks.params(g, b, feature_shape)
+
+
+def _bound(name, value, lo):
+    """rmax / dmax: a real number >= lo, or a scalar array (checked when it is concrete)."""
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+        value = float(value)
+        if not value >= lo:
+            raise ValueError(f"{name} must be >= {lo:g}, got {value!r}")
+        return jnp.asarray(value)
+    if not hasattr(value, "shape") or np.shape(value) != ():
+        raise TypeError(f"{name} must be a float or a scalar array, got {value!r}")
+    value = jnp.asarray(value)
+    if not jnp.issubdtype(value.dtype, jnp.floating):
+        raise TypeError(f"{name} must be a floating-point scalar, got dtype {value.dtype}")
+    if not isinstance(value, jax.core.Tracer) and not float(value) >= lo:
+        raise ValueError(f"{name} must be >= {lo:g}, got {float(value)!r}")
+    return value
+
+
 def _prepare_bn(x, gamma, beta, *, eps, axis, axis_name, mask, backward, training=True):
     x = _checks.floating_array("x", x)
     eps = _checks.positive_finite("eps", eps)
     _checks.one_of("backward", backward, F.BACKWARDS)
     axes = _checks.feature_axes(axis, x.ndim)
     feature_shape = tuple(x.shape[a] for a in axes)
-    gamma, beta = _checks.params(gamma, beta, feature_shape)
+    gamma, beta = _params(gamma, beta, feature_shape, x.dtype)
     mask = _check_mask(mask, x.shape, axes)
     if training and mask is None:
         per_feature = math.prod(n for a, n in enumerate(x.shape) if a not in axes)
@@ -113,10 +151,41 @@ def _prepare_bn(x, gamma, beta, *, eps, axis, axis_name, mask, backward, trainin
     return x, gamma, beta, mask, lay, feature_shape
 
 
+def _ghost(x, mask, size, feature_axes, eps):
+    """Group ``x`` ``(N, ...)`` into ``(N // size, size, ...)`` and build the grouped layout."""
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
+        raise ValueError(f"virtual_batch_size must be a positive int or None, got {size!r}")
+    size = int(size)
+    if 0 in feature_axes:
+        raise ValueError(
+            "virtual_batch_size groups the rows of axis 0, which must not be a feature axis; got "
+            f"axis={feature_axes!r}"
+        )
+    n = x.shape[0]
+    if n % size:
+        raise ValueError(
+            f"virtual_batch_size={size} does not divide the batch size {n} (x.shape[0], per "
+            "device under axis_name); pad the batch to a multiple and pass a mask"
+        )
+    per_group = size * math.prod(
+        n_a for a, n_a in enumerate(x.shape) if a and a not in feature_axes
+    )
+    if mask is None and per_group < 2:
+        raise ValueError(
+            f"virtual_batch_size={size} leaves {per_group} value per feature in each group; "
+            "batch statistics need at least 2"
+        )
+    grouped = (n // size, size, *x.shape[1:])
+    xg = jnp.reshape(x, grouped)
+    mg = None if mask is None else jnp.reshape(mask, (n // size, size, *mask.shape[1:]))
+    lay = V.ghost_layout(grouped, tuple(a + 1 for a in feature_axes), eps, mg is not None)
+    return xg, mg, lay
+
+
 def batch_norm_train(
     x: ArrayLike,
-    gamma: ArrayLike,
-    beta: ArrayLike,
+    gamma: ArrayLike | None,
+    beta: ArrayLike | None,
     *,
     eps: float = 1e-5,
     axis: int | Sequence[int] = -1,
@@ -134,7 +203,7 @@ def batch_norm_train(
     Args:
       x: input, e.g. ``(N, D)``, NHWC ``(N, H, W, C)`` or NCHW with ``axis=1``. Any float dtype;
         statistics are computed in float32 or wider and ``y`` has the dtype of ``x``.
-      gamma, beta: scale and shift, of the feature shape.
+      gamma, beta: scale and shift, of the feature shape; None for no scale (1) / no shift (0).
       eps: added to the variance; > 0.
       axis: the feature axis or a tuple of feature axes.
       axis_name: a mapped axis (``shard_map`` or ``pmap``) over which the statistics and the
@@ -158,17 +227,22 @@ def batch_norm_train(
 
 def batch_norm(
     x: ArrayLike,
-    gamma: ArrayLike,
-    beta: ArrayLike,
+    gamma: ArrayLike | None,
+    beta: ArrayLike | None,
     state: BatchNormState,
     *,
     training: bool,
-    momentum: float = 0.9,
+    momentum: float | None = 0.9,
     eps: float = 1e-5,
     axis: int | Sequence[int] = -1,
     axis_name: Hashable | None = None,
     backward: str = "closed_form",
     mask: ArrayLike | None = None,
+    renorm: bool = False,
+    rmax: float | ArrayLike = 3.0,
+    dmax: float | ArrayLike = 5.0,
+    virtual_batch_size: int | None = None,
+    running_var: str = "biased",
 ) -> tuple[jax.Array, BatchNormState]:
     """Apply batch normalization (Ioffe & Szegedy, 2015); return the output and the new state.
 
@@ -191,13 +265,34 @@ def batch_norm(
       ``count`` still increases. Its output and gradients stay what the math gives (NaN), which
       shows the bad batch to whoever looks at the loss.
 
+    Variants (training mode; evaluation is the same for all):
+
+    - ``renorm=True``: batch renormalization (Ioffe, 2017). With ``sigma = sqrt(var + eps)``,
+      ``r = clip(sigma_B / sigma_run, 1/rmax, rmax)`` and
+      ``d = clip((mean_B - mean_run) / sigma_run, -dmax, dmax)``, both without gradient,
+      ``y = gamma * (x_hat * r + d) + beta``. The running statistics update as without it.
+      ``rmax=1, dmax=0`` is plain batch norm.
+    - ``virtual_batch_size=V``: ghost batch norm (Hoffer et al., 2017): consecutive groups of
+      ``V`` rows of axis 0 (rows ``k V .. k V + V - 1``) are normalized each with its own
+      statistics (and its own renorm ``r``, ``d``). The running statistics move with the mean
+      over the groups of the groups' means and (biased or unbiased) variances, as tf.keras's
+      ``virtual_batch_size`` does (its groups are strided: row ``i`` in group ``i mod (N/V)``;
+      the same statistics up to that row order). Under ``axis_name`` the groups are taken in
+      each device's rows and the running statistics average the groups of all devices.
+    - ``momentum=None``: the running statistics are the cumulative average of every batch seen
+      (PyTorch's ``momentum=None``): step ``k`` (``state.count + 1``) weighs its batch by ``1/k``.
+    - ``running_var="unbiased"``: the running variance averages the unbiased batch variance
+      ``m / (m - 1) * var_B`` (``m`` elements per feature, after the mask), as PyTorch stores
+      it; normalization still uses the biased one.
+
     Args:
       x: input: ``(N, D)``, NHWC ``(N, H, W, C)`` (``axis=-1``), NCHW (``axis=1``), ... Any float
         dtype; statistics are float32 or wider and ``y`` has the dtype of ``x``.
-      gamma, beta: scale and shift, of the feature shape (``x.shape`` at ``axis``).
+      gamma, beta: scale and shift, of the feature shape (``x.shape`` at ``axis``); None for no
+        scale / no shift (flax ``use_scale=False``, PyTorch ``affine=False``).
       state: a ``BatchNormState`` of the feature shape (see ``batch_norm_state``).
       training: Python bool: batch statistics (True) or running statistics (False).
-      momentum: weight of the old running value, in [0, 1].
+      momentum: weight of the old running value, in [0, 1]; None for the cumulative average.
       eps: added to the variance, > 0.
       axis: the feature axis or a tuple of feature axes; every other axis is reduced over.
       axis_name: a mapped axis (``shard_map``/``pmap``) across which the batch statistics and the
@@ -208,16 +303,23 @@ def batch_norm(
         jnp differentiated by JAX; supports forward mode too). All three give the same numbers.
       mask: optional boolean array over the reduced axes; elements where it is False do not count
         in the statistics and get zero gradient (for padded or uneven batches).
+      renorm: Python bool: batch renormalization.
+      rmax, dmax: renorm's clipping bounds, ``rmax >= 1``, ``dmax >= 0``: Python floats or
+        scalar arrays (traced values welcome, e.g. a schedule of the step).
+      virtual_batch_size: None, or the ghost-batch size ``V``; it must divide ``x.shape[0]``
+        (pad and mask otherwise: a group whose rows are all masked is left out).
+      running_var: ``"biased"`` or ``"unbiased"`` (see above).
 
     Returns:
       ``(y, new_state)``: ``y`` shaped and typed like ``x``.
 
     Raises:
-      TypeError: non-floating ``x``, a non-bool ``training``, a state that is not a BatchNormState,
-        an ``axis`` that is not an int or a tuple of ints.
+      TypeError: non-floating ``x``, a non-bool ``training`` or ``renorm``, a state that is not a
+        BatchNormState, an ``axis`` that is not an int or a tuple of ints.
       ValueError: shapes that do not match the feature shape, ``momentum`` outside [0, 1],
-        an ``eps`` that is not finite and > 0, an unknown ``backward``, or one value per feature
-        in training mode (without a mask).
+        an ``eps`` that is not finite and > 0, an unknown ``backward`` or ``running_var``,
+        ``rmax < 1``, ``dmax < 0``, a ``virtual_batch_size`` that does not divide the batch, or
+        one value per feature in training mode (without a mask).
 
     Example:
       >>> import jax, jax.numpy as jnp, jaxbn
@@ -228,7 +330,12 @@ def batch_norm(
       1
     """
     training = _checks.python_bool("training", training)
-    momentum = _checks.in_closed_range("momentum", momentum, 0.0, 1.0)
+    renorm = _checks.python_bool("renorm", renorm)
+    if momentum is not None:
+        momentum = _checks.in_closed_range("momentum", momentum, 0.0, 1.0)
+    _checks.one_of("running_var", running_var, RUNNING_VARS)
+    rmax, dmax = _bound("rmax", rmax, 1.0), _bound("dmax", dmax, 0.0)
+    ghost = virtual_batch_size is not None
     x, gamma, beta, mask, lay, feature_shape = _prepare_bn(
         x,
         gamma,
@@ -238,22 +345,40 @@ def batch_norm(
         axis_name=axis_name,
         mask=mask,
         backward=backward,
-        training=training,
+        training=training and not ghost,
     )
     state = _check_state(state, feature_shape)
     if not training:
         return F.eval_forward(x, gamma, beta, state.mean, state.var, lay), state
-    y, mean, var = F.normalize(x, gamma, beta, mask, lay, backward)
-    mean = lax.stop_gradient(mean).reshape(feature_shape).astype(state.mean.dtype)
-    var = lax.stop_gradient(var).reshape(feature_shape).astype(state.var.dtype)
     old = lax.stop_gradient(state)
+    xg, maskg = x, mask
+    if ghost:
+        axes = _checks.feature_axes(axis, x.ndim)
+        xg, maskg, lay = _ghost(x, mask, virtual_batch_size, axes, eps)
+    if renorm or ghost:
+        ren = (old.mean, old.var, rmax, dmax) if renorm else None
+        y, mean, var = V.normalize(xg, gamma, beta, maskg, ren, lay, backward)
+        y = jnp.reshape(y, x.shape)
+    else:
+        y, mean, var = F.normalize(x, gamma, beta, mask, lay, backward)
+    m = V.count(xg.shape, maskg, lay)
+    mean, var = V.batch_contribution(
+        lax.stop_gradient(mean),
+        lax.stop_gradient(var),
+        m,
+        lay,
+        unbiased=running_var == "unbiased",
+        group_axis_name=axis_name if ghost else None,
+    )
+    mean = mean.reshape(feature_shape).astype(state.mean.dtype)
+    var = var.reshape(feature_shape).astype(state.var.dtype)
     # A feature whose batch statistics are NaN/Inf keeps its running value; a batch with no real
     # element (all of mask False, across every device) changes nothing, count included.
-    counted = F.has_real_elements(x.shape, mask, lay)
+    counted = F.has_real_elements(mask, axis_name)
     update = jnp.isfinite(mean) & jnp.isfinite(var) & counted
     new_state = BatchNormState(
-        mean=F.running_update(old.mean, mean, momentum, update),
-        var=F.running_update(old.var, var, momentum, update),
+        mean=jnp.where(update, V.running_update(old.mean, mean, momentum, old.count), old.mean),
+        var=jnp.where(update, V.running_update(old.var, var, momentum, old.count), old.var),
         count=old.count + counted.astype(old.count.dtype),
     )
     return y, new_state

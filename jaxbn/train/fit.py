@@ -39,6 +39,7 @@ from jaxbn.train.plan import CHECKPOINT_NAME, SAMPLINGS, Plan, epoch_order, make
 from jaxbn.train.step import (
     TrainState,
     check_params_shapes,
+    check_schedule,
     compiled_init,
     indexed_step,
     indexed_step_runner,
@@ -138,6 +139,7 @@ def fit(
     train_state: TrainState | None = None,
     progress: bool = True,
     mesh: Mesh | None = None,
+    renorm_schedule=None,
 ) -> FitResult:
     """Train ``net`` with minibatch steps; evaluate after each epoch; keep the best parameters.
 
@@ -189,6 +191,8 @@ def fit(
         processes must share ``checkpoint_dir``'s filesystem), and the others wait for it. When
         each process holds only its part of the data, loop over ``parallel.process_batch`` and
         ``make_train_step(net, optimizer, mesh=mesh)`` yourself.
+      renorm_schedule: None, or a function of ``TrainState.step`` returning ``(rmax, dmax)``
+        for a renorm net (see ``jaxbn.train_step_fn``).
 
     Returns:
       A ``FitResult(train_state, history, best_params, best_state)``.
@@ -206,6 +210,7 @@ def fit(
     """
     net, optimizer = _checks.net(net), _checks.optimizer(optimizer)
     l2 = _checks.nonneg_finite("l2", l2)
+    renorm_schedule = check_schedule(renorm_schedule)
     plan = make_plan(
         net,
         x_train,
@@ -225,10 +230,11 @@ def fit(
     )
     ts, history, best = _start(plan, net, optimizer, train_state, resume)
 
-    run_step = indexed_step_runner(net, optimizer, l2)
+    run_step = indexed_step_runner(net, optimizer, l2, renorm_schedule)
     x_dev, y_dev = jnp.asarray(plan.x_host), jnp.asarray(plan.y_host.astype(np.int32))
     if mesh is not None:
-        run_step = parallel.indexed_step_runner(partial(indexed_step, net, optimizer, l2), mesh)
+        step = partial(indexed_step, net, optimizer, l2, schedule=renorm_schedule)
+        run_step = parallel.indexed_step_runner(step, mesh)
         ts, x_dev, y_dev = parallel.replicate(mesh, (ts, plan.x_host, plan.y_host.astype(np.int32)))
 
     start_epoch = history.epochs_done if history.stopped_at_step is None else plan.epochs

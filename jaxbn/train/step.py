@@ -29,6 +29,7 @@ from jaxbn.nn import FullyConnectedNet
 __all__ = [
     "TrainState",
     "check_params_shapes",
+    "check_schedule",
     "compiled_init",
     "compute_loss",
     "indexed_step",
@@ -107,6 +108,8 @@ def compute_loss(
     key: jax.Array | None = None,
     l2: float | ArrayLike = 0.0,
     mask: ArrayLike | None = None,
+    rmax: float | ArrayLike | None = None,
+    dmax: float | ArrayLike | None = None,
 ) -> tuple[jax.Array, tuple[jax.Array, Any]]:
     """Compute the training objective: mean softmax cross-entropy plus ``0.5 * l2 * sum(W ** 2)``.
 
@@ -123,25 +126,27 @@ def compute_loss(
       l2: the L2 strength on the weights: a Python float >= 0, or a scalar array (may be
         traced, e.g. vmapped over a sweep; see ``l2_penalty``).
       mask: optional ``(N,)`` bool of real rows; the others count nowhere.
+      rmax, dmax: per-call renorm bounds (see ``FullyConnectedNet.apply``); None: the net's.
 
     Returns:
       ``(loss, (logits, new_state))``: a scalar, ``(N, C)`` logits and the updated model state.
     """
+    bounds = {} if rmax is None and dmax is None else {"rmax": rmax, "dmax": dmax}
     logits, new_state = _checks.net(net).apply(
-        params, state, x, training=training, key=key, mask=mask
+        params, state, x, training=training, key=key, mask=mask, **bounds
     )
     loss = softmax_cross_entropy(logits, y, mask=mask) + l2_penalty(params, l2)
     return loss, (logits, new_state)
 
 
-def _sharded_loss(net, params, state, x, y, *, key, l2, mask, axis_name):
+def _sharded_loss(net, params, state, x, y, *, key, l2, mask, axis_name, **bounds):
     """``compute_loss`` for one shard of the batch inside ``shard_map``: the global mean.
 
     The data loss and the number correct are summed over the real rows of every shard
     (``psum`` over ``axis_name``) and divided by the global count of real rows.
     """
     logits, new_state = net.apply(
-        params, state, x, training=True, key=key, mask=mask, axis_name=axis_name
+        params, state, x, training=True, key=key, mask=mask, axis_name=axis_name, **bounds
     )
     count = jnp.float32(x.shape[0]) if mask is None else jnp.sum(mask, dtype=jnp.float32)
     count = jnp.maximum(jax.lax.psum(count, axis_name), 1.0)
@@ -150,12 +155,22 @@ def _sharded_loss(net, params, state, x, y, *, key, l2, mask, axis_name):
     return data / count + l2_penalty(params, l2), (correct / count, new_state)
 
 
+def check_schedule(renorm_schedule):
+    if renorm_schedule is not None and not callable(renorm_schedule):
+        raise TypeError(
+            "renorm_schedule must be a function of the step returning (rmax, dmax), or None; "
+            f"got {renorm_schedule!r}"
+        )
+    return renorm_schedule
+
+
 def train_step_fn(
     net: FullyConnectedNet,
     optimizer: optax.GradientTransformation,
     *,
     l2: float = 0.0,
     axis_name: Hashable | None = None,
+    renorm_schedule: Callable[[jax.Array], tuple[Any, Any]] | None = None,
 ) -> StepFn:
     """Build the un-jitted training step ``step(train_state, x, y, mask=None)``.
 
@@ -178,6 +193,9 @@ def train_step_fn(
         over the shards) and give the train state ``P()`` and the batch ``P(axis_name)``. Each
         shard draws its own dropout masks (the key folded with the shard's index), so with
         dropout it differs from one device.
+      renorm_schedule: None, or a function of ``train_state.step`` (an int32 scalar, traced)
+        returning ``(rmax, dmax)`` for a renorm net's step, e.g. the paper's ramp from (1, 0)
+        to (3, 5); None keeps the net's bounds.
 
     Returns:
       ``step(train_state, x, y, mask=None) -> (train_state, metrics)`` where ``x`` is
@@ -190,22 +208,27 @@ def train_step_fn(
         _checks.optimizer(optimizer),
         _checks.nonneg_finite("l2", l2),
     )
+    renorm_schedule = check_schedule(renorm_schedule)
 
     def step(
         train_state: TrainState, x: ArrayLike, y: ArrayLike, mask: ArrayLike | None = None
     ) -> tuple[TrainState, dict[str, jax.Array]]:
         key = jax.random.fold_in(train_state.key, train_state.step)
+        bounds = {}
+        if renorm_schedule is not None:
+            bounds = dict(zip(("rmax", "dmax"), renorm_schedule(train_state.step), strict=True))
         if axis_name is None:
             (loss, (logits, model_state)), grads = jax.value_and_grad(
                 compute_loss, 1, has_aux=True
-            )(net, train_state.params, train_state.state, x, y, key=key, l2=l2, mask=mask)
+            )(net, train_state.params, train_state.state, x, y, key=key, l2=l2, mask=mask,
+              **bounds)  # fmt: skip
             acc = accuracy(logits, y, mask=mask)
         else:  # each shard its own dropout masks: fold in the shard's index
             key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
             (loss, (acc, model_state)), grads = jax.value_and_grad(
                 _sharded_loss, 1, has_aux=True
             )(net, train_state.params, train_state.state, x, y, key=key, l2=l2, mask=mask,
-              axis_name=axis_name)  # fmt: skip
+              axis_name=axis_name, **bounds)  # fmt: skip
         updates, opt_state = optimizer.update(grads, train_state.opt_state, train_state.params)
         params = optax.apply_updates(train_state.params, updates)
         new = TrainState(
@@ -226,6 +249,7 @@ def make_train_step(
     *,
     l2: float = 0.0,
     mesh: jax.sharding.Mesh | None = None,
+    renorm_schedule: Callable[[jax.Array], tuple[Any, Any]] | None = None,
 ) -> StepFn:
     """Build the jit-compiled training step; the input ``TrainState`` is donated.
 
@@ -240,6 +264,8 @@ def make_train_step(
       mesh: optional 1-D device mesh (``jaxbn.parallel.data_mesh``): the step then runs
         data-parallel with global batch statistics (see
         ``jaxbn.parallel.make_data_parallel_step``); replicate the train state on it first.
+      renorm_schedule: None or a function of the step returning ``(rmax, dmax)`` (see
+        ``train_step_fn``); not yet with ``mesh``.
 
     Returns:
       ``step(train_state, x, y, mask=None) -> (train_state, metrics)``, compiled once per input
@@ -257,16 +283,21 @@ def make_train_step(
       1
     """
     if mesh is not None:
-        return parallel.make_data_parallel_step(train_step_fn(net, optimizer, l2=l2), mesh)
-    return jax.jit(train_step_fn(net, optimizer, l2=l2), donate_argnums=0)
+        step = train_step_fn(net, optimizer, l2=l2, renorm_schedule=renorm_schedule)
+        return parallel.make_data_parallel_step(step, mesh)
+    step = train_step_fn(net, optimizer, l2=l2, renorm_schedule=renorm_schedule)
+    return jax.jit(step, donate_argnums=0)
 
 
-def indexed_step(net, optimizer, l2, train_state, x_all, y_all, idx, mask):
+def indexed_step(net, optimizer, l2, train_state, x_all, y_all, idx, mask, schedule=None):
     """One training step on the rows ``idx`` ``(B,)`` of a device-resident training set."""
-    return train_step_fn(net, optimizer, l2=l2)(train_state, x_all[idx], y_all[idx], mask)
+    step = train_step_fn(net, optimizer, l2=l2, renorm_schedule=schedule)
+    return step(train_state, x_all[idx], y_all[idx], mask)
 
 
-_cached_indexed_step = jax.jit(indexed_step, static_argnums=(0, 1, 2), donate_argnums=3)
+_cached_indexed_step = jax.jit(
+    indexed_step, static_argnums=(0, 1, 2), static_argnames="schedule", donate_argnums=3
+)
 _cached_init = jax.jit(init_train_state, static_argnums=(0, 1, 3))
 
 
@@ -278,14 +309,16 @@ def _hashable(value) -> bool:
     return True
 
 
-def indexed_step_runner(net, optimizer, l2: float):
-    """``indexed_step`` jitted (state donated), compiled once per (net, optimizer, l2) if hashable.
+def indexed_step_runner(net, optimizer, l2: float, schedule=None):
+    """``indexed_step`` jitted (state donated), compiled once per (net, optimizer, l2, schedule)
+    when those are hashable.
 
     Returns ``run(train_state, x_all, y_all, idx, mask)``.
     """
-    if not _hashable(optimizer):
-        return jax.jit(partial(indexed_step, net, optimizer, l2), donate_argnums=0)
-    return partial(_cached_indexed_step, net, optimizer, l2)
+    if not _hashable((optimizer, schedule)):
+        step = partial(indexed_step, net, optimizer, l2, schedule=schedule)
+        return jax.jit(step, donate_argnums=0)
+    return partial(_cached_indexed_step, net, optimizer, l2, schedule=schedule)
 
 
 def compiled_init(net, optimizer, key, input_dim):
