@@ -1,5 +1,7 @@
 """jaxbn: exact, fast, functional batch normalization for JAX."""
 
+from jaxbn import data as data
+from jaxbn import parallel as parallel
 from jaxbn.checkpoint import Checkpoint as Checkpoint
 from jaxbn.checkpoint import load_checkpoint as load_checkpoint
 from jaxbn.checkpoint import save_checkpoint as save_checkpoint
@@ -45,6 +47,7 @@ __all__ = [
     "batch_norm_state",
     "batch_norm_train",
     "compute_loss",
+    "data",
     "dropout",
     "evaluate",
     "fit",
@@ -56,6 +59,7 @@ __all__ = [
     "layer_norm",
     "load_checkpoint",
     "make_train_step",
+    "parallel",
     "save_checkpoint",
     "softmax_cross_entropy",
     "train_step_fn",
