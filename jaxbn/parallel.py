@@ -117,7 +117,7 @@ def _from_host(sharding: NamedSharding, host: np.ndarray) -> jax.Array:
 
 
 def _is_key(a) -> bool:
-    return jax.dtypes.issubdtype(getattr(a, "dtype", None), jax.dtypes.prng_key)
+    return jnp.issubdtype(getattr(a, "dtype", None), jax.dtypes.prng_key)
 
 
 def _replicate_leaf(a, sharding: NamedSharding):

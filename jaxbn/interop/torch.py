@@ -63,12 +63,13 @@ def _plan(net, input_shape) -> list[tuple]:
         )
     plan, i = [], 0
     for c_in, c_out in convs:
-        plan.append(("conv", i, (c_in, c_out, net.kernel_size)))
+        plan.append(("conv", i, (c_in, c_out, getattr(net, "kernel_size", 3))))
         if net.normalization == "batchnorm":
             plan.append(("bn2d", i, (c_out,)))
         plan.append(("act", i, ()))
-        if net.pool > 1:
-            plan.append(("pool", i, (net.pool,)))
+        pool = getattr(net, "pool", 1)
+        if pool > 1:
+            plan.append(("pool", i, (pool,)))
         if net.dropout > 0:
             plan.append(("dropout", i, ()))
         i += 1
@@ -154,7 +155,7 @@ def to_torch_state_dict(
             out[f"{pos}.bias"] = _t(p["b"])
         elif kind == "linear":
             W = np.asarray(p["W"])
-            if perm is not None and i == len(net.channels):
+            if perm is not None and i == len(getattr(net, "channels", ())):
                 h, w, c = perm
                 W = W.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(h * w * c, -1)
             out[f"{pos}.weight"] = _t(W.T)
@@ -204,7 +205,7 @@ def from_torch_state_dict(
             params[i]["b"] = arr(f"{pos}.bias")
         elif kind == "linear":
             W = arr(f"{pos}.weight").T
-            if perm is not None and i == len(net.channels):
+            if perm is not None and i == len(getattr(net, "channels", ())):
                 h, w, c = perm
                 W = W.reshape(c, h, w, -1).transpose(1, 2, 0, 3).reshape(h * w * c, -1)
             params[i]["W"], params[i]["b"] = W, arr(f"{pos}.bias")

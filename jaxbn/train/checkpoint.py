@@ -68,7 +68,7 @@ class Checkpoint(NamedTuple):
 
 
 def _is_key(leaf) -> bool:
-    return jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key)
+    return jnp.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key)
 
 
 def _flatten(name: str, tree) -> tuple[dict[str, np.ndarray], list[dict]]:

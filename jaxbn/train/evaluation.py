@@ -63,8 +63,9 @@ def evaluate(
     net = _checks.net(net)
     batch_size = _checks.positive_int("batch_size", batch_size)
     x, y = _checks.xy(x, y)
-    check_params_shapes(net, params, state, net_input(net, x.shape[1:]))
-    n = int(x.shape[0])
+    shape = tuple(np.shape(x))
+    check_params_shapes(net, params, state, net_input(net, shape[1:]))
+    n = shape[0]
     if n == 0:
         return {"loss": math.nan, "accuracy": math.nan}
     x_host, y_host = np.asarray(x), np.asarray(y)

@@ -376,7 +376,8 @@ def _close_epoch(plan: Plan, net, ts, epoch, history, best: _Best, bar) -> _Best
         bar.set_postfix(epoch=epoch + 1, loss=f"{history.step_loss[-1]:.4f}", **val_acc)
     if plan.ckpt_path is not None:
         meta = {"config": plan.config, "history": history.to_dict()}
-        ckpt = Checkpoint(*parallel.first_replica((ts, best.params, best.state)), meta)
+        ts_1, params_1, state_1 = parallel.first_replica((ts, best.params, best.state))
+        ckpt = Checkpoint(ts_1, params_1, state_1, meta)
         parallel.run_on_main_process(
             partial(save_checkpoint, plan.ckpt_path, ckpt), name=f"checkpoint {int(ts.step)}"
         )

@@ -155,7 +155,7 @@ def _sharded_loss(net, params, state, x, y, *, key, l2, mask, axis_name, **bound
     return data / count + l2_penalty(params, l2), (correct / count, new_state)
 
 
-def check_schedule(renorm_schedule):
+def check_schedule(renorm_schedule: Callable | None) -> Callable | None:
     if renorm_schedule is not None and not callable(renorm_schedule):
         raise TypeError(
             "renorm_schedule must be a function of the step returning (rmax, dmax), or None; "
