@@ -9,9 +9,9 @@ from jaxbn.train.checkpoint import load_checkpoint as load_checkpoint
 from jaxbn.train.checkpoint import save_checkpoint as save_checkpoint
 from jaxbn.train.evaluation import evaluate as evaluate
 from jaxbn.train.fit import FitResult as FitResult
-from jaxbn.train.fit import NonFiniteLossError as NonFiniteLossError
 from jaxbn.train.fit import fit as fit
 from jaxbn.train.history import History as History
+from jaxbn.train.nonfinite import NonFiniteLossError as NonFiniteLossError
 from jaxbn.train.step import TrainState as TrainState
 from jaxbn.train.step import compute_loss as compute_loss
 from jaxbn.train.step import init_train_state as init_train_state
