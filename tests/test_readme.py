@@ -2,7 +2,9 @@
 
 Each fenced ```python block is executed in a fresh namespace (so a block that leans on names from
 an earlier one fails with NameError, as it would for a reader who pastes it alone), in a temporary
-working directory (blocks may write `runs/...`).
+working directory (blocks may write `runs/...`). The multi-process recipes of "Scaling out" are
+fenced as ```py instead: they need several processes started together, and
+tests/test_multiprocess.py runs the same calls in two processes.
 """
 
 import re

@@ -1,13 +1,14 @@
-"""Every batch-norm and layer-norm formula, in one place.
+"""The batch-norm and layer-norm formulas, in one place.
 
 Batch norm (Ioffe & Szegedy, 2015) and layer norm (Ba et al., 2016) share one computation: subtract
 the mean over some axes, divide by the standard deviation over the same axes, then scale by
 ``gamma`` and shift by ``beta``. They differ only in which axes the statistics are taken over
 (batch norm: every axis except the features; layer norm: the features) and so in which axes the
-parameter gradients are summed over. A static ``Layout`` says which. One ``jax.custom_vjp`` core
-serves both; its backward is the closed-form ("simplified") formula or the staged, node-by-node
-walk of the forward graph, and a plain-jnp reference differentiated by JAX is the third choice
-and the tests' oracle. Evaluation mode and the running-statistics update are here too.
+parameter gradients are summed over. A static ``Layout`` says which. Here: the statistics, the
+standard deviation, the closed-form ("simplified") custom_vjp, the plain-jnp reference that JAX
+differentiates (the third backward and the tests' oracle), evaluation mode and the running
+update. ``_staged`` walks the same forward node by node, ``_variants`` adds batch
+renormalization and ghost batches on these pieces, and ``_dispatch`` picks the backward.
 
 Nothing in this module validates its arguments: ``batch_norm.py`` and ``layer_norm.py`` do.
 
@@ -40,22 +41,22 @@ class Layout(NamedTuple):
     axis_name: Hashable | None  # collective axis for the statistics (batch norm only)
 
 
-def _psum(v, axis_name):
+def psum(v, axis_name):
     return v if axis_name is None else lax.psum(v, axis_name)
 
 
-def _compute_dtype(dtype) -> jnp.dtype:
+def compute_dtype(dtype) -> jnp.dtype:
     """Statistics are computed in float32 or wider whatever the input dtype."""
     return jnp.promote_types(dtype, jnp.float32)
 
 
-def _count(x_shape, mask_b, lay: Layout):
+def real_count(x_shape, mask_b, lay: Layout):
     """Number of elements each statistic averages over (summed across `axis_name`)."""
     if mask_b is None:
         local = math.prod(x_shape[a] for a in lay.stat_axes)
         return local if lay.axis_name is None else local * lax.axis_size(lay.axis_name)
     n = jnp.sum(mask_b, lay.stat_axes, keepdims=True, dtype=jnp.int32)
-    return _psum(n, lay.axis_name)
+    return psum(n, lay.axis_name)
 
 
 def _moments(x, mask_b, lay: Layout, *, private: bool = False):
@@ -66,47 +67,47 @@ def _moments(x, mask_b, lay: Layout, *, private: bool = False):
     selected away (``where``, never multiplied by 0), so they may hold anything, NaN included. With
     a mask the count may be 0 (no real element): the mean and variance are then 0, not 0 / 0.
     """
-    ct = _compute_dtype(x.dtype)
-    m = _count(x.shape, mask_b, lay)
+    ct = compute_dtype(x.dtype)
+    m = real_count(x.shape, mask_b, lay)
     if mask_b is not None:
         m = m.astype(ct)
     m_div = m if mask_b is None else jnp.maximum(m, 1)
     xf = x.astype(ct)
     live = xf if mask_b is None else jnp.where(mask_b, xf, 0)
-    mean = _psum(jnp.sum(live, lay.stat_axes, keepdims=True), lay.axis_name) / m_div
+    mean = psum(jnp.sum(live, lay.stat_axes, keepdims=True), lay.axis_name) / m_div
     x_v, mean_v = opaque_to_cse(x, mean) if private else (x, mean)
     d = x_v.astype(ct) - mean_v
     if mask_b is not None:
         d = jnp.where(mask_b, d, 0)
-    var = _psum(jnp.sum(d * d, lay.stat_axes, keepdims=True), lay.axis_name) / m_div
+    var = psum(jnp.sum(d * d, lay.stat_axes, keepdims=True), lay.axis_name) / m_div
     return mean, var, m
 
 
-def _mask(mask, lay: Layout):
+def broadcast_mask(mask, lay: Layout):
     return None if mask is None else jnp.reshape(mask, lay.mask_bshape)
 
 
-def _reference(x, gamma, beta, mask, lay: Layout):
+def reference(x, gamma, beta, mask, lay: Layout):
     """The plain forward in jnp, differentiated by JAX: the oracle for the custom backwards."""
-    ct = _compute_dtype(x.dtype)
+    ct = compute_dtype(x.dtype)
     xf = x.astype(ct)
-    mask_b = _mask(mask, lay)
+    mask_b = broadcast_mask(mask, lay)
     # Differentiate only the real elements: a NaN in a masked-out one must not reach any sum, as
     # 0 * NaN would.
     x_live = xf if mask_b is None else jnp.where(mask_b, xf, 0)
     mean, var, m = _moments(x_live, mask_b, lay)
     g = jnp.reshape(gamma, lay.param_bshape).astype(ct)
     b = jnp.reshape(beta, lay.param_bshape).astype(ct)
-    y = g * ((x_live - mean) / jnp.sqrt(var + lay.eps)) + b
+    y = g * ((x_live - mean) / std(var, lay.eps)) + b
     if mask_b is not None:
         # Masked-out elements are normalized like the others but pass no gradient anywhere.
-        y_all = lax.stop_gradient(g * ((xf - mean) / jnp.sqrt(var + lay.eps)) + b)
+        y_all = lax.stop_gradient(g * ((xf - mean) / std(var, lay.eps)) + b)
         y = jnp.where(mask_b, y, y_all)
         y = jnp.where(m > 0, y, lax.stop_gradient(b))  # no real element: beta
     return y.astype(x.dtype), mean, var
 
 
-def _primal_values(x, gamma, beta, mask):
+def primal_values(x, gamma, beta, mask):
     # symbolic_zeros=True wraps each primal; the 'perturbed' bits are not needed: XLA drops
     # parameter gradients that nothing uses. The twins without symbolic zeros get plain arrays.
     return tuple(getattr(p, "value", p) for p in (x, gamma, beta, mask))
@@ -114,9 +115,9 @@ def _primal_values(x, gamma, beta, mask):
 
 def _forward(x, gamma, beta, mask_b, lay: Layout):
     """Shared forward of the custom variants: y, mean, var, inv_std, m and the compute pieces."""
-    ct = _compute_dtype(x.dtype)
+    ct = compute_dtype(x.dtype)
     mean, var, m = _moments(x, mask_b, lay, private=True)
-    inv = lax.rsqrt(var + lay.eps)
+    inv = inv_std(var, lay.eps)
     g = jnp.reshape(gamma, lay.param_bshape).astype(ct)
     b = jnp.reshape(beta, lay.param_bshape).astype(ct)
     # Give the y pass its own x - mean (see opaque_to_cse): shared with the variance's, it is
@@ -128,6 +129,16 @@ def _forward(x, gamma, beta, mask_b, lay: Layout):
         y = jnp.where(m > 0, y, b)  # no real element: beta (finite whatever x holds)
         m = jnp.maximum(m, 1)  # the backward divides by m; every element is masked out then
     return y.astype(x.dtype), mean, var, inv, m
+
+
+def std(var, eps):
+    """The standard deviation that normalizes: ``sqrt(var + eps)``."""
+    return jnp.sqrt(var + eps)
+
+
+def inv_std(var, eps):
+    """Its reciprocal, ``1 / sqrt(var + eps)``, in one op."""
+    return lax.rsqrt(var + eps)
 
 
 def opaque_to_cse(*arrays):
@@ -154,21 +165,21 @@ def opaque_to_cse(*arrays):
     return lax.optimization_barrier(arrays)
 
 
-def _is_zero(ct) -> bool:
+def is_zero(ct) -> bool:
     return ct is None or isinstance(ct, SymbolicZero)
 
 
-def _param_grads(gy, x_hat, gamma, beta, lay: Layout):
+def param_grads(gy, x_hat, gamma, beta, lay: Layout):
     dgamma = jnp.sum(gy * x_hat, lay.param_axes).reshape(gamma.shape).astype(gamma.dtype)
     dbeta = jnp.sum(gy, lay.param_axes).reshape(beta.shape).astype(beta.dtype)
     return dgamma, dbeta
 
 
-def _stat_cotangents(dx, d_mean, d_var, xc, m, mask_b):
+def stat_cotangents(dx, d_mean, d_var, xc, m, mask_b):
     """Add the cotangents of the returned mean and var: d_mean / m + d_var * 2 (x - mean) / m."""
-    if not _is_zero(d_mean):
+    if not is_zero(d_mean):
         dx = dx + jnp.where(mask_b, d_mean / m, 0) if mask_b is not None else dx + d_mean / m
-    if not _is_zero(d_var):
+    if not is_zero(d_var):
         extra = d_var * 2 * xc / m
         dx = dx + (extra if mask_b is None else jnp.where(mask_b, extra, 0))
     return dx
@@ -178,32 +189,32 @@ def _stat_cotangents(dx, d_mean, d_var, xc, m, mask_b):
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _normalize_closed(x, gamma, beta, mask, lay: Layout):
-    y, mean, var, _, _ = _forward(x, gamma, beta, _mask(mask, lay), lay)
+def closed_form(x, gamma, beta, mask, lay: Layout):
+    y, mean, var, _, _ = _forward(x, gamma, beta, broadcast_mask(mask, lay), lay)
     return y, mean, var
 
 
-def _normalize_closed_fwd(x, gamma, beta, mask, lay: Layout):
-    x, gamma, beta, mask = _primal_values(x, gamma, beta, mask)
-    y, mean, var, inv, m = _forward(x, gamma, beta, _mask(mask, lay), lay)
+def closed_form_fwd(x, gamma, beta, mask, lay: Layout):
+    x, gamma, beta, mask = primal_values(x, gamma, beta, mask)
+    y, mean, var, inv, m = _forward(x, gamma, beta, broadcast_mask(mask, lay), lay)
     # Residuals: x itself (already alive: no new full-size buffer) plus O(features) statistics.
     # x_hat is recomputed in the backward, which is cheaper than writing and re-reading it.
     res = (x, gamma, beta, mask, mean, inv, jnp.asarray(m, mean.dtype))
     return (y, mean, var), res
 
 
-def _normalize_closed_bwd(lay: Layout, res, cts):
+def closed_form_bwd(lay: Layout, res, cts):
     x, gamma, beta, mask, mean, inv, m = res
     d_y, d_mean, d_var = cts
     ct = mean.dtype
-    mask_b = _mask(mask, lay)
+    mask_b = broadcast_mask(mask, lay)
     g = jnp.reshape(gamma, lay.param_bshape).astype(ct)
 
     def upstream(d_y):  # gy in the compute dtype, zero where masked out
         gy = d_y.astype(ct)
         return gy if mask_b is None else jnp.where(mask_b, gy, 0)
 
-    if _is_zero(d_y):
+    if is_zero(d_y):
         dgamma = dbeta = None
         s1 = s2 = jnp.zeros_like(mean)
     else:
@@ -220,8 +231,8 @@ def _normalize_closed_bwd(lay: Layout, res, cts):
             # sum(d_xhat) = gamma * dbeta, sum(d_xhat * x_hat) = gamma * dgamma: the parameter
             # gradients' two sums serve dx too (2 reductions over the batch instead of 4).
             dgamma = inv_r * jnp.sum(gy * xc, lay.param_axes, keepdims=True)
-            s1 = _psum(g_b * dbeta, lay.axis_name)
-            s2 = _psum(g * dgamma, lay.axis_name)
+            s1 = psum(g_b * dbeta, lay.axis_name)
+            s2 = psum(g * dgamma, lay.axis_name)
         else:
             # Layer norm: per-example statistics, per-feature parameters, so the sums for dx run
             # over other axes than dgamma and dbeta; each gets its own pass.
@@ -240,160 +251,16 @@ def _normalize_closed_bwd(lay: Layout, res, cts):
     x_d, mean_d, inv_d, s1, s2 = opaque_to_cse(x, mean, inv, s1, s2)
     xc = x_d.astype(ct) - mean_d
     dx = -(inv_d * s1 / m) - xc * (inv_d * inv_d * s2 / m)
-    if not _is_zero(d_y):
+    if not is_zero(d_y):
         (d_y_d,) = opaque_to_cse(d_y)
         dx = (g * inv_d) * upstream(d_y_d) + dx
     if mask_b is not None:
         dx = jnp.where(mask_b, dx, 0)
-    dx = _stat_cotangents(dx, d_mean, d_var, xc, m, mask_b)
+    dx = stat_cotangents(dx, d_mean, d_var, xc, m, mask_b)
     return dx.astype(x.dtype), dgamma, dbeta, None
 
 
-_normalize_closed.defvjp(_normalize_closed_fwd, _normalize_closed_bwd, symbolic_zeros=True)
-
-
-# --- staged: the forward graph walked node by node -----------------------------------------
-
-
-@partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _normalize_staged(x, gamma, beta, mask, lay: Layout):
-    y, mean, var, _ = _staged_forward(x, gamma, beta, _mask(mask, lay), lay)
-    return y, mean, var
-
-
-def _staged_forward(x, gamma, beta, mask_b, lay: Layout):
-    """The forward as a chain of primitive nodes, each kept for the backward walk."""
-    ct = _compute_dtype(x.dtype)
-    xf = x.astype(ct)
-    m = _count(xf.shape, mask_b, lay)
-    n_real = m
-    if mask_b is not None:
-        m = jnp.maximum(m, 1).astype(ct)  # no real element: mean = var = 0, not 0 / 0
-    live = xf if mask_b is None else jnp.where(mask_b, xf, 0)
-    mu = _psum(jnp.sum(live, lay.stat_axes, keepdims=True), lay.axis_name) / m  # node 1
-    xmu = xf - mu  # node 2
-    sq = xmu**2  # node 3
-    sq_live = sq if mask_b is None else jnp.where(mask_b, sq, 0)
-    var = _psum(jnp.sum(sq_live, lay.stat_axes, keepdims=True), lay.axis_name) / m  # node 4
-    sqrtvar = jnp.sqrt(var + lay.eps)  # node 5
-    ivar = 1.0 / sqrtvar  # node 6
-    x_hat = xmu * ivar  # node 7
-    g = jnp.reshape(gamma, lay.param_bshape).astype(ct)
-    gx = g * x_hat  # node 8
-    b = jnp.reshape(beta, lay.param_bshape).astype(ct)
-    y = gx + b  # node 9
-    if mask_b is not None:
-        y = jnp.where(n_real > 0, y, b)  # no real element: beta
-    nodes = (m, xmu, var, sqrtvar, ivar, x_hat)
-    return y.astype(x.dtype), mu, var, nodes
-
-
-def _normalize_staged_fwd(x, gamma, beta, mask, lay: Layout):
-    x, gamma, beta, mask = _primal_values(x, gamma, beta, mask)
-    y, mu, var, nodes = _staged_forward(x, gamma, beta, _mask(mask, lay), lay)
-    m, *rest = nodes
-    return (y, mu, var), (x, gamma, beta, mask, (jnp.asarray(m, mu.dtype), *rest))
-
-
-def _normalize_staged_bwd(lay: Layout, res, cts):
-    x, gamma, beta, mask, nodes = res
-    m, xmu, var, sqrtvar, ivar, x_hat = nodes
-    d_y, d_mean, d_var = cts
-    ct = xmu.dtype
-    mask_b = _mask(mask, lay)
-
-    def total(v):  # a sum node over the statistics axes (and across devices)
-        return _psum(jnp.sum(v, lay.stat_axes, keepdims=True), lay.axis_name)
-
-    dy = jnp.zeros_like(xmu) if _is_zero(d_y) else d_y.astype(ct)
-    if mask_b is not None:
-        # Select the real elements out of every product below (0 * NaN would be NaN).
-        dy = jnp.where(mask_b, dy, 0)
-        xmu, x_hat = jnp.where(mask_b, xmu, 0), jnp.where(mask_b, x_hat, 0)
-    # node 9 (y = gx + beta) and node 8 (gx = gamma * x_hat)
-    dgamma, dbeta = _param_grads(dy, x_hat, gamma, beta, lay)
-    dxhat = dy * jnp.reshape(gamma, lay.param_bshape).astype(ct)
-    # node 7 (x_hat = xmu * ivar)
-    divar = total(dxhat * xmu)
-    dxmu = dxhat * ivar
-    # node 6 (ivar = 1 / sqrtvar) and node 5 (sqrtvar = sqrt(var + eps))
-    dsqrtvar = -divar / sqrtvar**2
-    dvar = 0.5 * dsqrtvar / jnp.sqrt(var + lay.eps)
-    if not _is_zero(d_var):
-        dvar = dvar + d_var
-    # node 4 (var = sum(sq) / m) and node 3 (sq = xmu ** 2)
-    dsq = jnp.broadcast_to(dvar / m, xmu.shape)
-    if mask_b is not None:
-        dsq = jnp.where(mask_b, dsq, 0)
-    dxmu = dxmu + 2 * xmu * dsq
-    # node 2 (xmu = x - mu) and node 1 (mu = sum(x) / m)
-    dmu = -total(dxmu)
-    if not _is_zero(d_mean):
-        dmu = dmu + d_mean
-    dx_from_mu = jnp.broadcast_to(dmu / m, xmu.shape)
-    if mask_b is not None:
-        dx_from_mu = jnp.where(mask_b, dx_from_mu, 0)
-    dx = dxmu + dx_from_mu
-    return dx.astype(x.dtype), dgamma, dbeta, None
-
-
-_normalize_staged.defvjp(_normalize_staged_fwd, _normalize_staged_bwd, symbolic_zeros=True)
-
-
-_IMPLEMENTATIONS = {
-    "closed_form": _normalize_closed,
-    "staged": _normalize_staged,
-    "autodiff": _reference,
-}
-
-
-# The same custom_vjps without symbolic zeros: the backward then gets materialized zero cotangents
-# (a little more work). Only for JAX's eager (un-jitted) shard_map, which rejects symbolic zeros.
-_normalize_closed_dense = jax.custom_vjp(_normalize_closed.fun, nondiff_argnums=(4,))
-_normalize_closed_dense.defvjp(_normalize_closed_fwd, _normalize_closed_bwd)
-_normalize_staged_dense = jax.custom_vjp(_normalize_staged.fun, nondiff_argnums=(4,))
-_normalize_staged_dense.defvjp(_normalize_staged_fwd, _normalize_staged_bwd)
-_DENSE = {"closed_form": _normalize_closed_dense, "staged": _normalize_staged_dense}
-
-
-def _varying_axes(a) -> frozenset:
-    """Mesh axes `a` varies over inside shard_map (empty outside it, or with check_vma=False)."""
-    aval = jax.typeof(a)
-    mat = getattr(aval, "manual_axis_type", None)
-    if mat is not None:
-        return frozenset(mat.varying)
-    return frozenset(getattr(aval, "vma", ()) or ())
-
-
-def _vary_like(p, x):
-    """Mark a replicated parameter as varying where `x` varies.
-
-    Inside ``shard_map`` (with its default type checking) a custom backward must return a parameter
-    cotangent of the parameter's own type; the per-shard dgamma varies across devices. Casting the
-    parameter to varying first lets JAX insert the cross-device sum when it transposes the cast,
-    exactly as it does for plain jnp code.
-    """
-    missing = _varying_axes(x) - _varying_axes(p)
-    return lax.pcast(p, tuple(sorted(missing)), to="varying") if missing else p
-
-
-def normalize(x, gamma, beta, mask, lay: Layout, backward: str):
-    """Normalize ``x`` over ``lay.stat_axes``: ``(y, mean, var)``, differentiable in all three.
-
-    ``backward`` picks the gradient (one of ``BACKWARDS``); ``mean`` and ``var`` keep their
-    reduced dimensions (keepdims) and are float32 or wider.
-    """
-    gamma, beta = _vary_like(gamma, x), _vary_like(beta, x)
-    if mask is not None:
-        mask = _vary_like(mask, x)
-    try:
-        return _IMPLEMENTATIONS[backward](x, gamma, beta, mask, lay)
-    except NotImplementedError as e:
-        # Eager jax.shard_map (not under jit) cannot trace a custom_vjp with symbolic zeros and
-        # raises before doing anything; retrace with the dense twin.
-        if backward not in _DENSE or "symbolic_zeros" not in str(e):
-            raise
-        return _DENSE[backward](x, gamma, beta, mask, lay)
+closed_form.defvjp(closed_form_fwd, closed_form_bwd, symbolic_zeros=True)
 
 
 # --- evaluation mode and the running statistics ----------------------------------------------
@@ -404,12 +271,12 @@ def eval_forward(x, gamma, beta, mean, var, lay: Layout):
 
     ``mean`` and ``var`` are of the feature shape; computed in float32 or wider, ``y`` typed like x.
     """
-    ct = _compute_dtype(x.dtype)
+    ct = compute_dtype(x.dtype)
 
     def b(v):
         return jnp.reshape(v, lay.param_bshape).astype(ct)
 
-    scale = b(gamma) * lax.rsqrt(b(var) + lay.eps)
+    scale = b(gamma) * inv_std(b(var), lay.eps)
     y = (x.astype(ct) - b(mean)) * scale + b(beta)
     return y.astype(x.dtype)
 
@@ -426,7 +293,7 @@ def has_real_elements(mask, axis_name=None):
     """A bool scalar: does any device's batch hold a real (unmasked) element? (True: no mask.)"""
     if mask is None:
         return jnp.ones((), jnp.bool_)
-    return _psum(jnp.sum(mask, dtype=jnp.int32), axis_name) > 0
+    return psum(jnp.sum(mask, dtype=jnp.int32), axis_name) > 0
 
 
 def layout(x_shape, stat_axes, param_axes, eps, axis_name=None, with_mask=False) -> Layout:

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxbn.norm import _dispatch as D
 from jaxbn.norm import _formulas as F
 from jaxbn.norm._formulas import Layout, opaque_to_cse
 
@@ -61,17 +62,17 @@ def _moments(x, mask_b, lay: Layout, *, private: bool = False):
     Masked elements enter the sums through ``jnp.where`` (never a product), so NaN or Inf in
     padding cannot reach the statistics. The count is clamped to 1 for empty groups.
     """
-    ct = F._compute_dtype(x.dtype)
-    m = F._count(x.shape, mask_b, lay)
+    ct = F.compute_dtype(x.dtype)
+    m = F.real_count(x.shape, mask_b, lay)
     if mask_b is not None:
         m = jnp.maximum(m, 1).astype(ct)
     xf = x.astype(ct)
     live = xf if mask_b is None else jnp.where(mask_b, xf, 0)
-    mean = F._psum(jnp.sum(live, lay.stat_axes, keepdims=True), lay.axis_name) / m
+    mean = F.psum(jnp.sum(live, lay.stat_axes, keepdims=True), lay.axis_name) / m
     x_v, mean_v = opaque_to_cse(x, mean) if private else (x, mean)
     dev = x_v.astype(ct) - mean_v
     d2 = dev * dev if mask_b is None else jnp.where(mask_b, dev * dev, 0)
-    var = F._psum(jnp.sum(d2, lay.stat_axes, keepdims=True), lay.axis_name) / m
+    var = F.psum(jnp.sum(d2, lay.stat_axes, keepdims=True), lay.axis_name) / m
     return mean, var, m
 
 
@@ -81,9 +82,9 @@ def _correction(mean, var, ren, lay: Layout):
         return None, None
     run_mean, run_var, rmax, dmax = (lax.stop_gradient(v) for v in ren)
     ct = mean.dtype
-    sigma_run = jnp.sqrt(jnp.reshape(run_var, lay.param_bshape).astype(ct) + lay.eps)
+    sigma_run = F.std(jnp.reshape(run_var, lay.param_bshape).astype(ct), lay.eps)
     rmax, dmax = rmax.astype(ct), dmax.astype(ct)
-    r = jnp.clip(jnp.sqrt(lax.stop_gradient(var) + lay.eps) / sigma_run, 1 / rmax, rmax)
+    r = jnp.clip(F.std(lax.stop_gradient(var), lay.eps) / sigma_run, 1 / rmax, rmax)
     mu_run = jnp.reshape(run_mean, lay.param_bshape).astype(ct)
     d = jnp.clip((lax.stop_gradient(mean) - mu_run) / sigma_run, -dmax, dmax)
     return lax.stop_gradient(r), lax.stop_gradient(d)
@@ -91,11 +92,11 @@ def _correction(mean, var, ren, lay: Layout):
 
 def _reference(x, gamma, beta, mask, ren, lay: Layout):
     """The variants' plain forward in jnp, differentiated by JAX: the tests' oracle."""
-    ct = F._compute_dtype(x.dtype)
+    ct = F.compute_dtype(x.dtype)
     xf = x.astype(ct)
-    mask_b = F._mask(mask, lay)
+    mask_b = F.broadcast_mask(mask, lay)
     mean, var, _ = _moments(xf, mask_b, lay)
-    x_hat = (xf - mean) / jnp.sqrt(var + lay.eps)
+    x_hat = (xf - mean) / F.std(var, lay.eps)
     r, d = _correction(mean, var, ren, lay)
     z = x_hat if ren is None else x_hat * r + d
     y = jnp.reshape(gamma, lay.param_bshape).astype(ct) * z
@@ -106,9 +107,9 @@ def _reference(x, gamma, beta, mask, ren, lay: Layout):
 
 
 def _forward(x, gamma, beta, mask_b, ren, lay: Layout):
-    ct = F._compute_dtype(x.dtype)
+    ct = F.compute_dtype(x.dtype)
     mean, var, m = _moments(x, mask_b, lay, private=True)
-    inv = lax.rsqrt(var + lay.eps)
+    inv = F.inv_std(var, lay.eps)
     r, d = _correction(mean, var, ren, lay)
     g = jnp.reshape(gamma, lay.param_bshape).astype(ct)
     b = jnp.reshape(beta, lay.param_bshape).astype(ct)
@@ -128,14 +129,14 @@ def _where(mask_b, v):
 
 @partial(jax.custom_vjp, nondiff_argnums=(5,))
 def _variant_closed(x, gamma, beta, mask, ren, lay: Layout):
-    y, mean, var, *_ = _forward(x, gamma, beta, F._mask(mask, lay), ren, lay)
+    y, mean, var, *_ = _forward(x, gamma, beta, F.broadcast_mask(mask, lay), ren, lay)
     return y, mean, var
 
 
 def _variant_closed_fwd(x, gamma, beta, mask, ren, lay: Layout):
-    x, gamma, beta, mask = F._primal_values(x, gamma, beta, mask)
+    x, gamma, beta, mask = F.primal_values(x, gamma, beta, mask)
     ren = None if ren is None else tuple(v.value for v in ren)
-    y, mean, var, inv, m, r, d = _forward(x, gamma, beta, F._mask(mask, lay), ren, lay)
+    y, mean, var, inv, m, r, d = _forward(x, gamma, beta, F.broadcast_mask(mask, lay), ren, lay)
     res = (x, gamma, beta, mask, mean, inv, jnp.asarray(m, mean.dtype), r, d)
     return (y, mean, var), res
 
@@ -144,14 +145,14 @@ def _variant_closed_bwd(lay: Layout, res, cts):
     x, gamma, beta, mask, mean, inv, m, r, d = res
     d_y, d_mean, d_var = cts
     ct = mean.dtype
-    mask_b = F._mask(mask, lay)
+    mask_b = F.broadcast_mask(mask, lay)
     g = jnp.reshape(gamma, lay.param_bshape).astype(ct)
     g_eff = g if r is None else g * r  # per group and feature
 
     def reduce_params(v):  # from per-group sums to the parameters' shape
         return jnp.sum(v, lay.param_axes).reshape(gamma.shape)
 
-    if F._is_zero(d_y):
+    if F.is_zero(d_y):
         dgamma = dbeta = None
         s1 = s2 = jnp.zeros_like(mean)
     else:
@@ -169,17 +170,17 @@ def _variant_closed_bwd(lay: Layout, res, cts):
         dgamma = reduce_params(dgamma_g).astype(gamma.dtype)
         dbeta = reduce_params(sum_gy_p).astype(beta.dtype)
         # sum(d_xhat) and sum(d_xhat * x_hat) over the whole group (across devices too)
-        s1 = g_eff * F._psum(sum_gy, lay.axis_name)
-        s2 = g_eff * inv * F._psum(sum_gyxc, lay.axis_name)
+        s1 = g_eff * F.psum(sum_gy, lay.axis_name)
+        s2 = g_eff * inv * F.psum(sum_gyxc, lay.axis_name)
     # dx = (g_eff * inv) * gy - inv * s1 / m - (x - mean) * (inv^2 * s2 / m), as in batch norm.
     x_d, mean_d, inv_d, s1, s2, g_eff_d = opaque_to_cse(x, mean, inv, s1, s2, g_eff)
     xc = x_d.astype(ct) - mean_d
     dx = -(inv_d * s1 / m) - xc * (inv_d * inv_d * s2 / m)
-    if not F._is_zero(d_y):
+    if not F.is_zero(d_y):
         (d_y_d,) = opaque_to_cse(d_y)
         dx = (g_eff_d * inv_d) * d_y_d.astype(ct) + dx
     dx = _where(mask_b, dx)
-    dx = F._stat_cotangents(dx, d_mean, d_var, xc, m, mask_b)
+    dx = F.stat_cotangents(dx, d_mean, d_var, xc, m, mask_b)
     return dx.astype(x.dtype), dgamma, dbeta, None, None
 
 
@@ -190,11 +191,11 @@ _variant_closed.defvjp(_variant_closed_fwd, _variant_closed_bwd, symbolic_zeros=
 
 
 def _staged_forward(x, gamma, beta, mask_b, ren, lay: Layout):
-    ct = F._compute_dtype(x.dtype)
+    ct = F.compute_dtype(x.dtype)
     xf = x.astype(ct)
     mu, var, m = _moments(xf, mask_b, lay)  # nodes 1-4: mu, xmu = x - mu, xmu^2, var
     xmu = xf - mu
-    sqrtvar = jnp.sqrt(var + lay.eps)  # node 5
+    sqrtvar = F.std(var, lay.eps)  # node 5
     ivar = 1.0 / sqrtvar  # node 6
     x_hat = xmu * ivar  # node 7
     r, d = _correction(mu, var, ren, lay)
@@ -206,14 +207,14 @@ def _staged_forward(x, gamma, beta, mask_b, ren, lay: Layout):
 
 @partial(jax.custom_vjp, nondiff_argnums=(5,))
 def _variant_staged(x, gamma, beta, mask, ren, lay: Layout):
-    y, mu, var, _ = _staged_forward(x, gamma, beta, F._mask(mask, lay), ren, lay)
+    y, mu, var, _ = _staged_forward(x, gamma, beta, F.broadcast_mask(mask, lay), ren, lay)
     return y, mu, var
 
 
 def _variant_staged_fwd(x, gamma, beta, mask, ren, lay: Layout):
-    x, gamma, beta, mask = F._primal_values(x, gamma, beta, mask)
+    x, gamma, beta, mask = F.primal_values(x, gamma, beta, mask)
     ren = None if ren is None else tuple(v.value for v in ren)
-    y, mu, var, nodes = _staged_forward(x, gamma, beta, F._mask(mask, lay), ren, lay)
+    y, mu, var, nodes = _staged_forward(x, gamma, beta, F.broadcast_mask(mask, lay), ren, lay)
     m, *rest = nodes
     return (y, mu, var), (x, gamma, beta, mask, (jnp.asarray(m, mu.dtype), *rest))
 
@@ -222,12 +223,12 @@ def _variant_staged_bwd(lay: Layout, res, cts):
     x, gamma, beta, mask, (m, xmu, var, sqrtvar, ivar, z, r) = res
     d_y, d_mean, d_var = cts
     ct = xmu.dtype
-    mask_b = F._mask(mask, lay)
+    mask_b = F.broadcast_mask(mask, lay)
 
     def total(v):  # a sum node over one group's statistics axes (and across devices)
-        return F._psum(jnp.sum(_where(mask_b, v), lay.stat_axes, keepdims=True), lay.axis_name)
+        return F.psum(jnp.sum(_where(mask_b, v), lay.stat_axes, keepdims=True), lay.axis_name)
 
-    dy = jnp.zeros_like(xmu) if F._is_zero(d_y) else _where(mask_b, d_y.astype(ct))
+    dy = jnp.zeros_like(xmu) if F.is_zero(d_y) else _where(mask_b, d_y.astype(ct))
     # nodes 10 and 9: y = g * z + beta
     dgamma = jnp.sum(_where(mask_b, dy * z), lay.param_axes).reshape(gamma.shape)
     dbeta = jnp.sum(dy, lay.param_axes).reshape(beta.shape)
@@ -238,14 +239,14 @@ def _variant_staged_bwd(lay: Layout, res, cts):
     divar = total(dxhat * xmu)
     dxmu = dxhat * ivar
     # nodes 6 and 5: ivar = 1 / sqrtvar, sqrtvar = sqrt(var + eps)
-    dvar = 0.5 * (-divar / sqrtvar**2) / jnp.sqrt(var + lay.eps)
-    if not F._is_zero(d_var):
+    dvar = 0.5 * (-divar / sqrtvar**2) / F.std(var, lay.eps)
+    if not F.is_zero(d_var):
         dvar = dvar + d_var
     # nodes 4 and 3: var = sum(xmu^2) / m
     dxmu = dxmu + 2 * xmu * _where(mask_b, jnp.broadcast_to(dvar / m, xmu.shape))
     # nodes 2 and 1: xmu = x - mu, mu = sum(x) / m
     dmu = -total(dxmu)
-    if not F._is_zero(d_mean):
+    if not F.is_zero(d_mean):
         dmu = dmu + d_mean
     dx = _where(mask_b, dxmu + jnp.broadcast_to(dmu / m, xmu.shape))
     return dx.astype(x.dtype), dgamma.astype(gamma.dtype), dbeta.astype(beta.dtype), None, None
@@ -273,9 +274,9 @@ def normalize(x, gamma, beta, mask, ren, lay: Layout, backward: str):
     Returns:
       ``(y, mean, var)``, the statistics per group (keepdims), float32 or wider.
     """
-    gamma, beta = F._vary_like(gamma, x), F._vary_like(beta, x)
+    gamma, beta = D.vary_like(gamma, x), D.vary_like(beta, x)
     if mask is not None:
-        mask = F._vary_like(mask, x)
+        mask = D.vary_like(mask, x)
     return _IMPLEMENTATIONS[backward](x, gamma, beta, mask, ren, lay)
 
 
@@ -284,7 +285,7 @@ def normalize(x, gamma, beta, mask, ren, lay: Layout, backward: str):
 
 def count(x_shape, mask, lay: Layout):
     """Elements per statistics group (an int, or an array with ``mask``); 0 for an empty group."""
-    return F._count(x_shape, F._mask(mask, lay), lay)
+    return F.real_count(x_shape, F.broadcast_mask(mask, lay), lay)
 
 
 def batch_contribution(mean, var, m, lay: Layout, *, unbiased: bool, group_axis_name=None):
@@ -304,11 +305,11 @@ def batch_contribution(mean, var, m, lay: Layout, *, unbiased: bool, group_axis_
         # sums into another pass over x. (Per-group statistics vary across devices anyway.)
         mean, var = opaque_to_cse(mean, var)
         live = jnp.broadcast_to(jnp.asarray(m) > 0, mean.shape).astype(mean.dtype)
-        n = F._psum(jnp.sum(live, group_axes, keepdims=True), group_axis_name)
+        n = F.psum(jnp.sum(live, group_axes, keepdims=True), group_axis_name)
 
         def average(v):
             total = jnp.sum(jnp.where(live > 0, v, 0), group_axes, keepdims=True)
-            return F._psum(total, group_axis_name) / jnp.maximum(n, 1)
+            return F.psum(total, group_axis_name) / jnp.maximum(n, 1)
 
         mean, var = average(mean), average(var)
     return mean, var

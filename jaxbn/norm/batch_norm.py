@@ -18,6 +18,7 @@ from jax import lax
 from jax.typing import ArrayLike, DTypeLike
 
 from jaxbn import _checks
+from jaxbn.norm import _dispatch as D
 from jaxbn.norm import _formulas as F
 from jaxbn.norm import _variants as V
 
@@ -153,9 +154,7 @@ def _prepare_bn(x, gamma, beta, *, eps, axis, axis_name, mask, backward, trainin
 
 def _ghost(x, mask, size, feature_axes, eps):
     """Group ``x`` ``(N, ...)`` into ``(N // size, size, ...)`` and build the grouped layout."""
-    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
-        raise ValueError(f"virtual_batch_size must be a positive int or None, got {size!r}")
-    size = int(size)
+    size = _checks.positive_int("virtual_batch_size", size)
     if 0 in feature_axes:
         raise ValueError(
             "virtual_batch_size groups the rows of axis 0, which must not be a feature axis; got "
@@ -221,7 +220,7 @@ def batch_norm_train(
     x, gamma, beta, mask, lay, feature_shape = _prepare_bn(
         x, gamma, beta, eps=eps, axis=axis, axis_name=axis_name, mask=mask, backward=backward
     )
-    y, mean, var = F.normalize(x, gamma, beta, mask, lay, backward)
+    y, mean, var = D.normalize(x, gamma, beta, mask, lay, backward)
     return y, mean.reshape(feature_shape), var.reshape(feature_shape)
 
 
@@ -360,7 +359,7 @@ def batch_norm(
         y, mean, var = V.normalize(xg, gamma, beta, maskg, ren, lay, backward)
         y = jnp.reshape(y, x.shape)
     else:
-        y, mean, var = F.normalize(x, gamma, beta, mask, lay, backward)
+        y, mean, var = D.normalize(x, gamma, beta, mask, lay, backward)
     m = V.count(xg.shape, maskg, lay)
     mean, var = V.batch_contribution(
         lax.stop_gradient(mean),

@@ -8,6 +8,7 @@ import jax
 from jax.typing import ArrayLike
 
 from jaxbn import _checks
+from jaxbn.norm import _dispatch as D
 from jaxbn.norm import _formulas as F
 
 __all__ = ["layer_norm"]
@@ -46,5 +47,5 @@ def layer_norm(
     gamma, beta = _checks.params(gamma, beta, feature_shape)
     others = tuple(a for a in range(x.ndim) if a not in axes)
     lay = F.layout(x.shape, axes, others, eps)
-    y, _, _ = F.normalize(x, gamma, beta, None, lay, backward)
+    y, _, _ = D.normalize(x, gamma, beta, None, lay, backward)
     return y
