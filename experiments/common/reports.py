@@ -241,7 +241,7 @@ def convergence_report(
             [
                 f"source, {name}",
                 f"{src['epoch_index'] + 1} (reported {src['epoch_index']}, 0-based)",
-                f"{n_src / 890:.2f}",  # the source: 57,000 // 64 = 890 steps per epoch
+                f"{n_src / 891:.2f}",  # the source: ceil(57,000 / 64) = 891 steps per epoch
                 f"{n_src:,} (reported {src['iteration_index']:,})",
                 pct(src["test_accuracy"]),
                 "BN higher (NumPy)",
@@ -291,14 +291,16 @@ def convergence_report(
     return (
         f"# E2: iterations to validation loss <= {args.target_loss}, with and without BN\n\n"
         f"Data: {ds.name} from {ds.source}: {len(ds.x_train):,} train / {len(ds.x_val):,} val / "
-        f"{len(ds.x_test):,} test. Net {'-'.join(map(str, args.hidden))}, He init, SGD lr "
+        f"{len(ds.x_test):,} test ({args.val_split} validation split). Net "
+        f"{'-'.join(map(str, args.hidden))}, He {args.init.replace('_', '-')} init, gamma/beta "
+        f"step on the batch {args.bn_param_grad}, SGD lr "
         f"{args.lr}, batch {args.batch_size} ({steps_per_epoch} steps per epoch), validation loss "
         f"every {eval_every} steps, at most {args.max_epochs} epochs. "
         + (seeds if args.repeats > 1 else f"seed {args.seed}")
         + ".\n\n"
         + markdown_table(header, rows)
         + "\nThe source's epoch and iteration are 0-based indices (see the script's docstring): "
-        "shown here as counts. Epochs = steps / steps per epoch (the source: 890 per epoch, ours: "
+        "shown here as counts. Epochs = steps / steps per epoch (the source: 891 per epoch, ours: "
         f"{steps_per_epoch}). ms / iteration: one jitted SGD step alone (median and quartiles "
         f"of {summary['BN']['timed_steps']} steps each, the two nets interleaved, batch "
         f"{args.batch_size}, {backend}; load average {load_avg}). Fit wall time "
