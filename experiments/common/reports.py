@@ -36,9 +36,17 @@ def weight_sweep_report(stds, acc, diverged, t, args, data_line) -> str:
         "no BN: first epoch >= 0.5",
     ]
     mode = "evaluation mode (running" if args.bn_accuracy == "running" else "training mode (batch"
+    if getattr(args, "protocol", "jaxbn") == "textbook":
+        header[3:] = ["BN: first point >= 0.5", "no BN: first point >= 0.5"]
+        steps = 1 + args.epochs * args.steps_per_epoch
+        what = f"textbook protocol, {steps} steps"
+        points = f"point e is after step 1 + {args.steps_per_epoch} e (no point before training)"
+    else:
+        what = f"{args.epochs} epochs of {args.steps_per_epoch} steps"
+        points = "epoch 0 is before the first step"
     return (
-        f"# E1: weight-scale sweep, {args.epochs} epochs of {args.steps_per_epoch} steps\n\n"
-        f"Data: {data_line}. Accuracy on the training images; epoch 0 is before the first step. "
+        f"# E1: weight-scale sweep, {what}\n\n"
+        f"Data: {data_line}. Accuracy on the training images; {points}. "
         f"BN nets measured in {mode} statistics). Diverged: the loss is no longer finite.\n\n"
         + markdown_table(header, rows)
         + f"\nCompile {t['compile_s']:.1f} s (CPU {t['compile_cpu_s']:.1f} s), run "
