@@ -92,7 +92,7 @@ import optax
 
 import jaxbn
 from experiments.common import plots, reports
-from experiments.common.weight_sweep import draws, init_params, load_data, program
+from experiments.common.weight_sweep import compile_cache, draws, init_params, load_data, program
 from jaxbn.train import sweep
 
 T_IMPORTS, C_IMPORTS = time.perf_counter() - T0, time.process_time() - C0
@@ -113,16 +113,14 @@ def train_seed(compiled, prog, states, x, y, idx, bar, seed, k):
 
 def main(argv=None):
     args = parse_args(argv)
-    with jax.enable_x64(args.float64):  # restored on return (tests call main in one process)
+    cache = None if args.no_compile_cache else Path(args.out_dir) / "jax_cache"
+    with jax.enable_x64(args.float64), compile_cache(cache):  # both undone on return
         return _main(args)
 
 
 def _main(args):
     stds = np.logspace(*args.log_std_range, args.num_stds)
     run = common.Run(args, stds=stds.tolist())
-    if not args.no_compile_cache:  # before the first compilation; every program, however quick
-        jax.config.update("jax_compilation_cache_dir", str(run.dir / "jax_cache"))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     dtype = np.float64 if args.float64 else np.float32
     with common.Timer() as t_data:
         x, y, data_line = load_data(args)

@@ -4,17 +4,35 @@ panel, its own batches per panel, 191 steps recorded after steps 1, 11, ..., 191
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental.compilation_cache import compilation_cache
 
 import jaxbn
 from jaxbn.data import load_dataset
 from jaxbn.train import sweep
 
-TEXTBOOK = {"bn_eps": 1e-6, "bn_running_var_init": 0.0, "epochs": 19, "steps_per_epoch": 10}
+
+@contextlib.contextmanager
+def compile_cache(path):
+    """JAX's persistent compilation cache in ``path`` (None: off) inside the block, then as it was.
+
+    Every program is cached, however quick to compile (the default skips those under 1 s)."""
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+    before = [getattr(jax.config, n) for n in names]
+    for name, value in zip(names, (None if path is None else str(path), 0.0), strict=True):
+        jax.config.update(name, value)
+    compilation_cache.reset_cache()  # the cache reads its directory once: start it afresh
+    try:
+        yield
+    finally:
+        for name, value in zip(names, before, strict=True):
+            jax.config.update(name, value)
+        compilation_cache.reset_cache()
 
 
 def load_data(args):
