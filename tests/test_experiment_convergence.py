@@ -109,8 +109,12 @@ def test_together_stops_where_fit_stops_with_the_reference_code_options(tmp_path
     # The vmapped seeds follow fit's batches and stop rule: the same stop step per run.
     assert stops(together) == stops(alone)
     assert sum(reached for reached, _ in stops(alone).values()) >= 3  # (here one BN run is not)
-    acc = {(r["variant"], r["seed"]): r["test_accuracy"] for r in alone["runs"]}
+    by_key = {(r["variant"], r["seed"]): r for r in alone["runs"]}
     for r in together["runs"]:  # the parameters at the stop step: equal up to float round-off
-        assert r["test_accuracy"] == pytest.approx(acc[r["variant"], r["seed"]], abs=0.011)
+        a = by_key[r["variant"], r["seed"]]
+        assert r["test_accuracy"] == pytest.approx(a["test_accuracy"], abs=0.011)
+        assert [s for s, _ in r["checks"]] == [s for s, _ in a["checks"]]  # every 2 steps
+        np.testing.assert_allclose([v for _, v in r["checks"]], [v for _, v in a["checks"]],
+                                   rtol=1e-4)  # fmt: skip
     md = (tmp_path / "together" / "results.md").read_text()
     assert "(first validation split)" in md and "He fan-out init" in md

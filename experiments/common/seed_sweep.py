@@ -56,8 +56,9 @@ def train_seeds(net, optimizer, ds, seeds, *, batch_size, eval_every, target, ma
     """Train ``net`` from every seed in ``seeds`` until each reaches ``target`` (or the budget).
 
     Returns one dict per seed: ``reached``, ``steps`` (the stop step, or the steps run),
-    ``checks`` [(step, val loss)], ``step_loss``, ``test_accuracy``/``test_loss`` (of the
-    parameters at the stop step, else the last ones) and ``fit_seconds`` (shared wall time).
+    ``checks`` [(step, val loss)] up to the stop, ``step_loss`` (each step's training loss),
+    ``test_accuracy``/``test_loss`` (of the parameters at the stop step, else the last ones) and
+    ``fit_seconds`` (the wall time shared by all seeds).
     """
     n, spe = len(ds.x_train), math.ceil(len(ds.x_train) / batch_size)
     size = math.gcd(eval_every, spe)
@@ -89,6 +90,7 @@ def train_seeds(net, optimizer, ds, seeds, *, batch_size, eval_every, target, ma
         checked = (ends % eval_every == 0) | (ends % spe == 0)
         checks = [(int(s), float(v)) for s, v in zip(ends[checked], val[i][checked], strict=True)]
         stop = next((s for s, v in checks if v <= target), None)
+        checks = [c for c in checks if stop is None or c[0] <= stop]  # as fit records them
         last = (carry[0].params, carry[0].state)
         params, state = jax.tree.map(lambda a, i=i: a[i], carry[1] if stop is not None else last)
         test = jaxbn.evaluate(net, params, state, ds.x_test, ds.y_test)
