@@ -156,12 +156,12 @@ def make_sweep(
     each = jax.vmap(run_one, in_axes=(0, None, None, 0))
 
     def run(states: TrainState, x: ArrayLike, y: ArrayLike, order: ArrayLike):
-        ndim = jnp.ndim(order)
-        if ndim not in (3, 4):
+        order = jnp.asarray(order)
+        if order.ndim not in (3, 4):
             raise ValueError(
                 "order must be (epochs, steps, batch) or (K, epochs, steps, batch) row indices, "
-                f"got shape {jnp.shape(order)}"
+                f"got shape {order.shape}"
             )
-        return (shared if ndim == 3 else each)(states, x, y, order)
+        return (shared if order.ndim == 3 else each)(states, x, y, order)
 
     return jax.jit(run, donate_argnums=0 if donate else ())
