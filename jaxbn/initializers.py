@@ -1,11 +1,13 @@
-"""Weight initializers: fixed standard deviation, Xavier (1 / fan_in) and He (2 / fan_in).
+"""Weight initializers: fixed standard deviation, Xavier (1 / fan_in), He (2 / fan_in or fan_out).
 
 Every initializer draws ``W ~ N(0, std^2)``; they differ only in ``std``:
 
 - fixed:  ``std = s`` (the textbooks' ``weight_scale``),
 - Xavier: ``std = sqrt(1 / fan_in)`` (the variant the course material calls Xavier, suited to
   sigmoid and tanh; Glorot & Bengio's own formula averages fan-in and fan-out),
-- He:     ``std = sqrt(2 / fan_in)`` (He et al., 2015, for ReLU).
+- He:     ``std = sqrt(2 / fan_in)`` (He et al., 2015, for ReLU),
+- He fan-out: ``std = sqrt(2 / fan_out)`` (He et al.'s backward-pass variant; what the AI-Edu
+  course's MiniFramework code calls "MSRA").
 
 ``fan_in`` is the product of every axis but the last: ``D_in`` for a ``(D_in, D_out)`` matrix.
 Biases (and batch-norm ``beta``) start at zero; ``gamma`` at one.
@@ -24,12 +26,13 @@ from jax.typing import DTypeLike
 __all__ = [
     "WEIGHT_INITS",
     "fixed_std_normal",
+    "he_fan_out_normal",
     "he_normal",
     "init_std",
     "xavier_normal",
 ]
 
-WEIGHT_INITS = ("he", "xavier")
+WEIGHT_INITS = ("he", "he_fan_out", "xavier")
 
 
 def _fan_in(shape: Sequence[int]) -> int:
@@ -51,19 +54,22 @@ def _check_std(std) -> float:
     return float(std)
 
 
-def init_std(weight_init: str | float, fan_in: int) -> float:
+def init_std(weight_init: str | float, fan_in: int, *, fan_out: int | None = None) -> float:
     """Return the standard deviation an initializer uses for a layer with ``fan_in`` inputs.
 
     Args:
-      weight_init: ``"he"`` (``sqrt(2 / fan_in)``), ``"xavier"`` (``sqrt(1 / fan_in)``) or a
-        positive float used as the fixed standard deviation.
+      weight_init: ``"he"`` (``sqrt(2 / fan_in)``), ``"he_fan_out"`` (``sqrt(2 / fan_out)``),
+        ``"xavier"`` (``sqrt(1 / fan_in)``) or a positive float used as the fixed standard
+        deviation.
       fan_in: number of inputs of the layer, >= 1.
+      fan_out: number of outputs of the layer, >= 1; required by ``"he_fan_out"`` only.
 
     Returns:
       The standard deviation, a Python float.
 
     Raises:
-      ValueError: an unknown name, a non-positive float or a non-positive ``fan_in``.
+      ValueError: an unknown name, a non-positive float, a non-positive ``fan_in`` or
+        ``fan_out``, or ``"he_fan_out"`` without ``fan_out``.
       TypeError: ``weight_init`` neither a string nor a real number.
 
     Example:
@@ -77,6 +83,11 @@ def init_std(weight_init: str | float, fan_in: int) -> float:
             return math.sqrt(2.0 / fan_in)
         if weight_init == "xavier":
             return math.sqrt(1.0 / fan_in)
+        if weight_init == "he_fan_out":
+            bad = isinstance(fan_out, bool) or not isinstance(fan_out, numbers.Integral)
+            if bad or fan_out < 1:
+                raise ValueError(f"fan_out must be a positive int for he_fan_out, got {fan_out!r}")
+            return math.sqrt(2.0 / fan_out)
         raise ValueError(
             f"weight_init must be one of {WEIGHT_INITS} or a positive float, got {weight_init!r}"
         )
@@ -142,3 +153,21 @@ def he_normal(key: jax.Array, shape: Sequence[int], *, dtype: DTypeLike = jnp.fl
       An array of ``shape`` and ``dtype``.
     """
     return fixed_std_normal(key, shape, std=init_std("he", _fan_in(shape)), dtype=dtype)
+
+
+def he_fan_out_normal(
+    key: jax.Array, shape: Sequence[int], *, dtype: DTypeLike = jnp.float32
+) -> jax.Array:
+    """Draw weights ``W ~ N(0, 2 / fan_out)`` (He et al.'s fan-out variant).
+
+    Args:
+      key: a ``jax.random`` key.
+      shape: the weight shape, e.g. ``(D_in, D_out)``; ``fan_out`` is the last axis.
+      dtype: a floating dtype.
+
+    Returns:
+      An array of ``shape`` and ``dtype``.
+    """
+    _fan_in(shape)  # validates the shape
+    std = init_std("he_fan_out", 1, fan_out=int(shape[-1]))
+    return fixed_std_normal(key, shape, std=std, dtype=dtype)

@@ -72,8 +72,9 @@ class FullyConnectedNet:
         training, running statistics in evaluation) or ``"layernorm"`` (``jaxbn.layer_norm``).
       activation: ``"relu"``, ``"sigmoid"`` or ``"tanh"``.
       dropout: probability of DROPPING a hidden unit (inverted dropout), in [0, 1).
-      weight_init: ``"he"`` (``N(0, 2 / fan_in)``), ``"xavier"`` (``N(0, 1 / fan_in)``) or a
-        positive float: the fixed standard deviation of every weight matrix. Biases start at 0.
+      weight_init: ``"he"`` (``N(0, 2 / fan_in)``), ``"he_fan_out"`` (``N(0, 2 / fan_out)``),
+        ``"xavier"`` (``N(0, 1 / fan_in)``) or a positive float: the fixed standard deviation of
+        every weight matrix. Biases start at 0.
       momentum: batch norm's weight of the OLD running statistic, in [0, 1] (0.9 is PyTorch's 0.1);
         None for the cumulative average (PyTorch's ``momentum=None``).
       eps: added to the variance in batch and layer norm, > 0.
@@ -138,7 +139,7 @@ class FullyConnectedNet:
                 f"dropout must be in [0, 1) (the probability of dropping a unit), got {rate!r}"
             )
         object.__setattr__(self, "dropout", rate)
-        init_std(self.weight_init, 1)  # validates the name or the fixed std
+        init_std(self.weight_init, 1, fan_out=1)  # validates the name or the fixed std
         if not isinstance(self.weight_init, str):
             object.__setattr__(self, "weight_init", float(self.weight_init))
         if self.momentum is not None:
@@ -187,7 +188,7 @@ class FullyConnectedNet:
         """Create the parameters and the initial state.
 
         Every weight is ``std * z`` with ``z ~ N(0, 1)`` and ``std = init_std(weight_init,
-        fan_in)`` (fan_in = the layer's input size); the ``z`` of all layers come from one
+        d_in, fan_out=d_out)`` (the layer's sizes); the ``z`` of all layers come from one
         ``jax.random.normal(key, (total,))`` draw, in layer order. Biases and ``beta`` are 0,
         ``gamma`` is 1; batch-norm running statistics start at mean 0, var 1.
 
@@ -214,7 +215,7 @@ class FullyConnectedNet:
         state: State = []
         offset = 0
         for i, (d_in, d_out) in enumerate(itertools.pairwise(dims)):
-            std = init_std(self.weight_init, d_in)
+            std = init_std(self.weight_init, d_in, fan_out=d_out)
             w = z[offset : offset + sizes[i]].reshape(d_in, d_out)
             offset += sizes[i]
             layer = {"W": (std * w).astype(dtype), "b": jnp.zeros((d_out,), dtype)}

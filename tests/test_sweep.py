@@ -113,3 +113,21 @@ def test_stack_take_and_errors():
     assert sweep.sweep_size(states) == 2
     with pytest.raises(ValueError, match="order must be"):
         sweep.make_sweep(net, optax.sgd(0.1))(states, np.ones((4, 4)), np.zeros(4, int), [[0]])
+
+
+def test_per_configuration_batch_order_equals_each_run_alone(data):
+    x, y, _ = data
+    net = jaxbn.FullyConnectedNet((5,), 4, normalization="batchnorm")
+    opt = optax.sgd(0.1)
+    params, state = net.init(jax.random.key(3), D)
+    orders = np.random.default_rng(1).integers(0, N, (K, E, T, B)).astype(np.int32)
+    states = sweep.init_sweep(net, opt, *sweep.stack([(params, state)] * K))
+    keep = jax.tree.map(jnp.copy, states)
+    measure = measure_fn(net)
+    final, out = sweep.make_sweep(net, opt, measure=measure)(states, x, y, orders)
+    for i in range(K):
+        ts, losses, _ = alone(net, opt, sweep.take(keep, i), x, y, orders[i], measure)
+        assert_close(out["loss"][i], losses)
+        jax.tree.map(assert_close, sweep.take(final, i).params, ts.params)
+    # Same start, different batches: the runs differ.
+    assert len({round(float(v), 6) for v in out["loss"][:, -1, -1]}) == K

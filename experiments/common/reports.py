@@ -36,9 +36,17 @@ def weight_sweep_report(stds, acc, diverged, t, args, data_line) -> str:
         "no BN: first epoch >= 0.5",
     ]
     mode = "evaluation mode (running" if args.bn_accuracy == "running" else "training mode (batch"
+    if getattr(args, "protocol", "jaxbn") == "textbook":
+        header[3:] = ["BN: first point >= 0.5", "no BN: first point >= 0.5"]
+        steps = 1 + args.epochs * args.steps_per_epoch
+        what = f"textbook protocol, {steps} steps"
+        points = f"point e is after step 1 + {args.steps_per_epoch} e (no point before training)"
+    else:
+        what = f"{args.epochs} epochs of {args.steps_per_epoch} steps"
+        points = "epoch 0 is before the first step"
     return (
-        f"# E1: weight-scale sweep, {args.epochs} epochs of {args.steps_per_epoch} steps\n\n"
-        f"Data: {data_line}. Accuracy on the training images; epoch 0 is before the first step. "
+        f"# E1: weight-scale sweep, {what}\n\n"
+        f"Data: {data_line}. Accuracy on the training images; {points}. "
         f"BN nets measured in {mode} statistics). Diverged: the loss is no longer finite.\n\n"
         + markdown_table(header, rows)
         + f"\nCompile {t['compile_s']:.1f} s (CPU {t['compile_cpu_s']:.1f} s), run "
@@ -241,7 +249,7 @@ def convergence_report(
             [
                 f"source, {name}",
                 f"{src['epoch_index'] + 1} (reported {src['epoch_index']}, 0-based)",
-                f"{n_src / 890:.2f}",  # the source: 57,000 // 64 = 890 steps per epoch
+                f"{n_src / 891:.2f}",  # the source: ceil(57,000 / 64) = 891 steps per epoch
                 f"{n_src:,} (reported {src['iteration_index']:,})",
                 pct(src["test_accuracy"]),
                 "BN higher (NumPy)",
@@ -291,14 +299,16 @@ def convergence_report(
     return (
         f"# E2: iterations to validation loss <= {args.target_loss}, with and without BN\n\n"
         f"Data: {ds.name} from {ds.source}: {len(ds.x_train):,} train / {len(ds.x_val):,} val / "
-        f"{len(ds.x_test):,} test. Net {'-'.join(map(str, args.hidden))}, He init, SGD lr "
+        f"{len(ds.x_test):,} test ({args.val_split} validation split). Net "
+        f"{'-'.join(map(str, args.hidden))}, He {args.init.replace('_', '-')} init, gamma/beta "
+        f"step on the batch {args.bn_param_grad}, SGD lr "
         f"{args.lr}, batch {args.batch_size} ({steps_per_epoch} steps per epoch), validation loss "
         f"every {eval_every} steps, at most {args.max_epochs} epochs. "
         + (seeds if args.repeats > 1 else f"seed {args.seed}")
         + ".\n\n"
         + markdown_table(header, rows)
         + "\nThe source's epoch and iteration are 0-based indices (see the script's docstring): "
-        "shown here as counts. Epochs = steps / steps per epoch (the source: 890 per epoch, ours: "
+        "shown here as counts. Epochs = steps / steps per epoch (the source: 891 per epoch, ours: "
         f"{steps_per_epoch}). ms / iteration: one jitted SGD step alone (median and quartiles "
         f"of {summary['BN']['timed_steps']} steps each, the two nets interleaved, batch "
         f"{args.batch_size}, {backend}; load average {load_avg}). Fit wall time "

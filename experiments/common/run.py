@@ -158,10 +158,10 @@ class Run:
     def json(self, name: str, obj) -> Path:
         return write_json(self.path(name), finite_or_none(obj))
 
-    def figure(self, name: str, fig, *, dpi: int = 110) -> Path:
+    def figure(self, name: str, fig, *, dpi: int = 110, tight: bool = True) -> Path:
         from experiments.common.plots import save_figure  # matplotlib: only for figures
 
-        return save_figure(fig, self.path(name), dpi=dpi)
+        return save_figure(fig, self.path(name), dpi=dpi, tight=tight)
 
     def wrote(self) -> str:
         return f"wrote {len(self.files)} files in {self.dir}: " + ", ".join(

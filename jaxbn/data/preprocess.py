@@ -12,6 +12,7 @@ import numbers
 import numpy as np
 
 __all__ = [
+    "VAL_SPLITS",
     "flatten",
     "mean_image",
     "resolve_count",
@@ -20,6 +21,8 @@ __all__ = [
     "subtract_mean",
     "train_val_split",
 ]
+
+VAL_SPLITS = ("random", "first")
 
 
 def scale_pixels(x: np.ndarray, max_value: float = 255.0) -> np.ndarray:
@@ -149,9 +152,14 @@ def shuffle(
 
 
 def train_val_split(
-    x: np.ndarray, y: np.ndarray, val_size: float, *, seed: int | np.random.Generator
+    x: np.ndarray,
+    y: np.ndarray,
+    val_size: float,
+    *,
+    seed: int | np.random.Generator,
+    how: str = "random",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Hold out a random validation subset, chosen deterministically from ``seed``.
+    """Hold out a validation subset: chosen deterministically from ``seed``, or the first rows.
 
     Both parts keep the original order of the examples; only the choice of which examples go to
     validation is random. The same ``(len(x), val_size, seed)`` always selects the same examples.
@@ -160,19 +168,27 @@ def train_val_split(
       x: examples, (N, ...).
       y: labels, (N,).
       val_size: the validation size, a count (int) or a fraction of N (float in [0, 1)).
-      seed: an int seed or a ``numpy.random.Generator`` (which is advanced).
+      seed: an int seed or a ``numpy.random.Generator`` (which is advanced, with either ``how``,
+        so later draws do not depend on it).
+      how: ``"random"`` (a seeded choice) or ``"first"``: the first ``n_val`` examples (what
+        some reference code does; on MNIST an easier validation set than a random one).
 
     Returns:
       ``(x_train, y_train, x_val, y_val)`` with ``N - n_val`` and ``n_val`` examples.
 
     Raises:
-      ValueError: if ``val_size`` is out of range or ``x`` and ``y`` have different lengths.
+      ValueError: if ``val_size`` is out of range, ``how`` unknown or ``x`` and ``y`` have
+        different lengths.
     """
     n = len(x)
     if len(y) != n:
         raise ValueError(f"x holds {n} examples but y holds {len(y)}")
+    if how not in VAL_SPLITS:
+        raise ValueError(f"how must be one of {VAL_SPLITS}, got {how!r}")
     n_val = resolve_count(val_size, n, "val_size")
     val_idx = np.sort(np.random.default_rng(seed).permutation(n)[:n_val])
+    if how == "first":
+        val_idx = np.arange(n_val)
     keep = np.ones(n, dtype=bool)
     keep[val_idx] = False
     return x[keep], y[keep], x[val_idx], y[val_idx]

@@ -17,6 +17,7 @@ from jaxbn.train.step import compute_loss as compute_loss
 from jaxbn.train.step import init_train_state as init_train_state
 from jaxbn.train.step import make_train_step as make_train_step
 from jaxbn.train.step import train_step_fn as train_step_fn
+from jaxbn.train.transforms import batch_sum_norm_grads as batch_sum_norm_grads
 
 __all__ = [
     "Checkpoint",
@@ -25,6 +26,7 @@ __all__ = [
     "History",
     "NonFiniteLossError",
     "TrainState",
+    "batch_sum_norm_grads",
     "compute_loss",
     "evaluate",
     "fit",

@@ -113,7 +113,8 @@ def make_sweep(
     """Build ``run(states, x, y, order) -> (states, out)``: K configurations, E epochs of T steps.
 
     Every configuration takes the same steps ``jaxbn.train_step_fn(net, optimizer, l2=l2)`` on
-    the same batches ``x[order[e, t]]``; the only difference between them is their state.
+    the same batches ``x[order[e, t]]`` (or each on its own, ``x[order[k, e, t]]``, when ``order``
+    has a leading K axis); otherwise they differ only in their state.
 
     Args:
       net: the network configuration.
@@ -126,7 +127,8 @@ def make_sweep(
     Returns:
       The jitted ``run``. Arguments: ``states`` stacked ``TrainState``s (``init_sweep``), ``x``
       ``(N, D)`` and ``y`` ``(N,)`` the data on which every batch is drawn, ``order`` ``(E, T,
-      B)`` int row indices of each step's batch. Results: the new states and ``out`` with
+      B)`` int row indices of each step's batch, shared, or ``(K, E, T, B)``: one batch sequence
+      per configuration. Results: the new states and ``out`` with
       ``"loss"`` ``(K, E, T)`` (each step's training loss) and, with ``measure``, ``"measure"``:
       its pytree with leading axes ``(K, E + 1)`` (column 0 before training).
     """
@@ -150,14 +152,16 @@ def make_sweep(
             )
         return ts, out
 
-    vmapped = jax.vmap(run_one, in_axes=(0, None, None, None))
+    shared = jax.vmap(run_one, in_axes=(0, None, None, None))
+    each = jax.vmap(run_one, in_axes=(0, None, None, 0))
 
     def run(states: TrainState, x: ArrayLike, y: ArrayLike, order: ArrayLike):
-        if jnp.ndim(jnp.asarray(order)) != 3:
+        order = jnp.asarray(order)
+        if order.ndim not in (3, 4):
             raise ValueError(
-                "order must be (epochs, steps, batch) row indices, got shape "
-                f"{jnp.shape(jnp.asarray(order))}"
+                "order must be (epochs, steps, batch) or (K, epochs, steps, batch) row indices, "
+                f"got shape {order.shape}"
             )
-        return vmapped(states, x, y, order)
+        return (shared if order.ndim == 3 else each)(states, x, y, order)
 
     return jax.jit(run, donate_argnums=0 if donate else ())
