@@ -56,7 +56,7 @@ def main(argv=None):
 
     import jaxbn
     from experiments import common
-    from jaxbn.benchmark import markdown_table
+    from experiments.common.plots import pyplot, save_figure
     from jaxbn.data import load_dataset
 
     name = "mnist" if args.data_dir is not None else "mnist_embedded"
@@ -132,7 +132,7 @@ def main(argv=None):
 
     def table(key, fmt):
         rows = [[b, *(cell(v, b, key, fmt) for v in VARIANTS)] for b in args.batch_sizes]
-        return markdown_table(["batch", *VARIANTS], rows)
+        return common.markdown_table(["batch", *VARIANTS], rows)
 
     pct = "{:.2%}".format
     gap = "{:+.2%}".format
@@ -147,7 +147,7 @@ def main(argv=None):
         "batches of 32 help large batches generalize.\n"
     )  # fmt: skip
     common.write_table(out / "results.md", md)
-    plt = common.pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for v in VARIANTS:
         bs = [b for b in args.batch_sizes if (v, b) in results]
@@ -161,9 +161,11 @@ def main(argv=None):
     axes[0].legend()
     fig.suptitle(f"E7: {ds.name}, {args.epochs} epochs per run, E2 net")
     fig.tight_layout()
-    common.save_figure(fig, out / "small_batches.png", dpi=90)
+    save_figure(fig, out / "small_batches.png", dpi=90)
     plt.close(fig)
     print(md)
+    print(f"wrote {out / 'config.json'}, {out / 'metrics.jsonl'}, {out / 'results.md'}, "
+          f"{out / 'small_batches.png'}")  # fmt: skip
     return results
 
 
