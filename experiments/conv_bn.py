@@ -54,9 +54,9 @@ def main(argv=None):
     import optax
 
     import jaxbn
+    from benchmarks.timing import time_interleaved
     from experiments import common
     from experiments.common.plots import pyplot, save_figure
-    from experiments.common.timing import time_interleaved
     from jaxbn.data import load_dataset
 
     out, _ = common.start_run(args)
