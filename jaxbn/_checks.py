@@ -148,7 +148,7 @@ def nonneg_int(name: str, value, upper: int | None = None) -> int:
     """Require an int >= 0 (and < ``upper`` when given)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 0:
         raise ValueError(f"{name} must be a non-negative int, got {value!r}")
-    if upper is not None and value >= upper:
+    if upper is not None and int(value) >= upper:
         raise ValueError(f"{name} must be < {upper}, got {value!r}")
     return int(value)
 

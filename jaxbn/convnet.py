@@ -312,7 +312,7 @@ class ConvNet:
                     h,
                     layer["gamma"],
                     layer["beta"],
-                    state[i],
+                    state[i],  # type: ignore[arg-type]  # a BatchNormState in a batch-norm net
                     training=training,
                     momentum=self.momentum,
                     eps=self.eps,
@@ -336,7 +336,7 @@ class ConvNet:
             h = act(h)
             if i < n_conv:
                 h = self._pool(h)
-            if use_dropout:
+            if use_dropout and key is not None:
                 h = _dropout(h, key=jax.random.fold_in(key, i), rate=self.dropout, training=True)
         return self._affine(len(params) - 1, params[-1], h), new_state
 

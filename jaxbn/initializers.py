@@ -49,7 +49,7 @@ def _fan_in(shape: Sequence[int]) -> int:
 def _check_std(std) -> float:
     if isinstance(std, bool) or not isinstance(std, numbers.Real):
         raise TypeError(f"std must be a Python float, got {std!r} of type {type(std).__name__}")
-    if not (math.isfinite(std) and std > 0):
+    if not (math.isfinite(float(std)) and float(std) > 0):
         raise ValueError(f"std must be a finite number > 0, got {std!r}")
     return float(std)
 
@@ -84,10 +84,14 @@ def init_std(weight_init: str | float, fan_in: int, *, fan_out: int | None = Non
         if weight_init == "xavier":
             return math.sqrt(1.0 / fan_in)
         if weight_init == "he_fan_out":
-            bad = isinstance(fan_out, bool) or not isinstance(fan_out, numbers.Integral)
-            if bad or fan_out < 1:
+            if (
+                fan_out is None
+                or isinstance(fan_out, bool)
+                or not isinstance(fan_out, numbers.Integral)
+                or int(fan_out) < 1
+            ):
                 raise ValueError(f"fan_out must be a positive int for he_fan_out, got {fan_out!r}")
-            return math.sqrt(2.0 / fan_out)
+            return math.sqrt(2.0 / int(fan_out))
         raise ValueError(
             f"weight_init must be one of {WEIGHT_INITS} or a positive float, got {weight_init!r}"
         )

@@ -121,7 +121,7 @@ def accuracy(
 
 def _is_weight(path) -> bool:
     last = path[-1] if path else None
-    return isinstance(last, jax.tree_util.DictKey) and last.key == "W"
+    return isinstance(last, jax.tree_util.DictKey) and getattr(last, "key", None) == "W"
 
 
 def l2_penalty(params: Any, reg: float | ArrayLike) -> jax.Array:
@@ -146,11 +146,12 @@ def l2_penalty(params: Any, reg: float | ArrayLike) -> jax.Array:
         leaf for path, leaf in jax.tree_util.tree_leaves_with_path(params) if _is_weight(path)
     ]
     dtype = jnp.result_type(jnp.float32, *leaves) if leaves else jnp.float32
-    if hasattr(reg, "dtype") and not isinstance(reg, numbers.Number):
+    reg_dtype = getattr(reg, "dtype", None)
+    if reg_dtype is not None and not isinstance(reg, numbers.Number):
         if jnp.ndim(reg) != 0:
             raise ValueError(f"reg must be a scalar, got an array of shape {jnp.shape(reg)}")
-        if not jnp.issubdtype(reg.dtype, jnp.number):
-            raise TypeError(f"reg must be a real number, got an array of dtype {reg.dtype}")
+        if not jnp.issubdtype(reg_dtype, jnp.number):
+            raise TypeError(f"reg must be a real number, got an array of dtype {reg_dtype}")
     else:
         if isinstance(reg, bool) or not isinstance(reg, numbers.Real):
             raise TypeError(f"reg must be a Python float, got {reg!r} of type {type(reg).__name__}")
@@ -162,4 +163,4 @@ def l2_penalty(params: Any, reg: float | ArrayLike) -> jax.Array:
     if not leaves:
         return jnp.zeros((), dtype)
     total = sum(jnp.sum(jnp.square(w.astype(dtype))) for w in leaves)
-    return 0.5 * reg * total
+    return jnp.asarray(0.5 * reg * total)

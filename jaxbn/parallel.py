@@ -46,9 +46,7 @@ __all__ = [
 ]
 
 
-def data_mesh(
-    devices: int | Sequence[jax.Device] | None = None, *, axis_name: str = DATA_AXIS
-) -> Mesh:
+def data_mesh(devices: int | Sequence[Any] | None = None, *, axis_name: str = DATA_AXIS) -> Mesh:
     """Build a 1-D mesh over devices for data parallelism.
 
     With several processes the mesh spans them all: ``n`` devices are taken evenly, ``n / P``
@@ -71,8 +69,8 @@ def data_mesh(
     n_proc = jax.process_count()
     if devices is None:
         chosen = available
-    elif _is_int(devices):
-        if not 1 <= devices <= len(available) or devices % n_proc:
+    elif isinstance(devices, (int, np.integer)) and _is_int(devices):
+        if not 1 <= int(devices) <= len(available) or int(devices) % n_proc:
             raise ValueError(
                 f"devices must be between 1 and the {len(available)} available devices and "
                 f"divisible by the {n_proc} process(es), the same number from each; got {devices}"
@@ -81,7 +79,7 @@ def data_mesh(
         by_process = [[d for d in available if d.process_index == p] for p in range(n_proc)]
         chosen = [d for devs in by_process for d in devs[:per]]
     else:
-        chosen = list(devices)
+        chosen = list(devices)  # pyright: ignore[reportArgumentType]  # a sequence here
         if not chosen:
             raise ValueError("devices must name at least one device, got an empty sequence")
     return Mesh(np.asarray(chosen), (axis_name,))
@@ -111,13 +109,15 @@ def replicated_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
-def _from_host(sharding: NamedSharding, host: np.ndarray) -> jax.Array:
+def _from_host(sharding: NamedSharding, host: Any) -> jax.Array:
     """A global array from a host array that every process holds in full (no communication)."""
+    host = np.asarray(host)
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
 def _is_key(a) -> bool:
-    return jnp.issubdtype(getattr(a, "dtype", None), jax.dtypes.prng_key)
+    dtype = getattr(a, "dtype", None)
+    return dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
 
 
 def _replicate_leaf(a, sharding: NamedSharding):

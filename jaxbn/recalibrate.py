@@ -125,6 +125,7 @@ def _stream(step: Callable, x, batch_size, mesh) -> tuple[np.ndarray, np.ndarray
         if put is not None:
             xb, mask = jax.device_put(xb, put), jax.device_put(mask, put)
         acc = _merge(acc, jax.device_get(step(xb, mask)))
+    assert acc is not None  # n >= 1, so the loop ran at least once
     count, mean, m2 = acc
     return mean, m2 / count, count
 

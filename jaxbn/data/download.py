@@ -264,8 +264,10 @@ def extract_tar_safely(
                     raise file_error(archive, f"refusing member {m.name!r}: outside {target}")
             tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=target))
             try:
-                kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-                tar.extractall(tmp, members=members, **kwargs)
+                if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12 / 3.11.4
+                    tar.extractall(tmp, members=members, filter="data")
+                else:
+                    tar.extractall(tmp, members=members)
                 for m in members:
                     if m.isfile():
                         final = target / m.name

@@ -90,5 +90,5 @@ def load_sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
             f"the 8x8 digits come from scikit-learn; {_INSTALL_HINT} or pip install scikit-learn"
         ) from e
     bunch = load_digits()
-    images = np.asarray(bunch.images)
-    return images.astype(np.uint8), np.asarray(bunch.target).astype(np.int32)
+    images = np.asarray(getattr(bunch, "images"))  # noqa: B009 (a Bunch, typed as a tuple)
+    return images.astype(np.uint8), np.asarray(getattr(bunch, "target")).astype(np.int32)  # noqa: B009

@@ -102,7 +102,7 @@ def flax_module(net: FullyConnectedNet | ConvNet) -> nn.Module:
 def _names(net) -> list[tuple[str, str | None]]:
     """Per jaxbn layer: (flax name of its affine module, flax name of its norm module or None)."""
     n_conv = len(net.channels) if isinstance(net, ConvNet) else 0
-    norm = {"batchnorm": "BatchNorm", "layernorm": "LayerNorm"}.get(net.normalization)
+    norm = {"batchnorm": "BatchNorm", "layernorm": "LayerNorm"}.get(str(net.normalization))
     out = []
     for i in range(net.num_layers):
         affine = f"Conv_{i}" if i < n_conv else f"Dense_{i - n_conv}"

@@ -25,9 +25,9 @@ _IMPLEMENTATIONS = {
 
 # The same custom_vjps without symbolic zeros: the backward then gets materialized zero cotangents
 # (a little more work). Only for JAX's eager (un-jitted) shard_map, which rejects symbolic zeros.
-_normalize_closed_dense = jax.custom_vjp(F.closed_form.fun, nondiff_argnums=(4,))
+_normalize_closed_dense = jax.custom_vjp(F.closed_form.fun, nondiff_argnums=(4,))  # pyright: ignore[reportAttributeAccessIssue]
 _normalize_closed_dense.defvjp(F.closed_form_fwd, F.closed_form_bwd)
-_normalize_staged_dense = jax.custom_vjp(S.staged.fun, nondiff_argnums=(4,))
+_normalize_staged_dense = jax.custom_vjp(S.staged.fun, nondiff_argnums=(4,))  # pyright: ignore[reportAttributeAccessIssue]
 _normalize_staged_dense.defvjp(S.staged_fwd, S.staged_bwd)
 _DENSE = {"closed_form": _normalize_closed_dense, "staged": _normalize_staged_dense}
 

@@ -70,7 +70,7 @@ def _moments(x, mask_b, lay: Layout, *, private: bool = False):
     ct = compute_dtype(x.dtype)
     m = real_count(x.shape, mask_b, lay)
     if mask_b is not None:
-        m = m.astype(ct)
+        m = jnp.asarray(m, ct)
     m_div = m if mask_b is None else jnp.maximum(m, 1)
     xf = x.astype(ct)
     live = xf if mask_b is None else jnp.where(mask_b, xf, 0)

@@ -124,7 +124,7 @@ def _bound(name, value, lo):
     value = jnp.asarray(value)
     if not jnp.issubdtype(value.dtype, jnp.floating):
         raise TypeError(f"{name} must be a floating-point scalar, got dtype {value.dtype}")
-    if not isinstance(value, jax.core.Tracer) and not float(value) >= lo:
+    if not isinstance(value, jax.core.Tracer) and not float(value) >= lo:  # pyright: ignore[reportAttributeAccessIssue]
         raise ValueError(f"{name} must be >= {lo:g}, got {float(value)!r}")
     return value
 

@@ -68,7 +68,8 @@ class Checkpoint(NamedTuple):
 
 
 def _is_key(leaf) -> bool:
-    return jnp.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key)
+    dtype = getattr(leaf, "dtype", None)
+    return dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
 
 
 def _flatten(name: str, tree) -> tuple[dict[str, np.ndarray], list[dict]]:
@@ -119,7 +120,7 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> None:
     try:
         remove_stale_temps(path)
         with atomic_open(path) as f:  # the umask's mode, not 0600
-            np.savez(f, **arrays)
+            np.savez(f, **arrays)  # pyright: ignore[reportArgumentType]  # names, not allow_pickle
     except OSError as e:
         raise _naming(e, f"cannot write checkpoint {path!r}") from e
 

@@ -87,7 +87,7 @@ def init_train_state(
     """
     net, optimizer = _checks.net(net), _checks.optimizer(optimizer)
     init_key, train_key = jax.random.split(key)
-    params, state = net.init(init_key, input_dim)
+    params, state = net.init(init_key, input_dim)  # pyright: ignore[reportArgumentType]
     return TrainState(
         params=params,
         state=state,
@@ -131,7 +131,7 @@ def compute_loss(
     Returns:
       ``(loss, (logits, new_state))``: a scalar, ``(N, C)`` logits and the updated model state.
     """
-    bounds = {} if rmax is None and dmax is None else {"rmax": rmax, "dmax": dmax}
+    bounds: dict[str, Any] = {} if rmax is None and dmax is None else {"rmax": rmax, "dmax": dmax}
     logits, new_state = _checks.net(net).apply(
         params, state, x, training=training, key=key, mask=mask, **bounds
     )

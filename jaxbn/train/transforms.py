@@ -28,7 +28,9 @@ NORM_PARAM_NAMES = ("gamma", "beta")
 
 def _is_norm_param(path) -> bool:
     last = path[-1] if path else None
-    return isinstance(last, jax.tree_util.DictKey) and last.key in NORM_PARAM_NAMES
+    return (
+        isinstance(last, jax.tree_util.DictKey) and getattr(last, "key", None) in NORM_PARAM_NAMES
+    )
 
 
 def batch_sum_norm_grads(batch_size: int | float) -> optax.GradientTransformation:
