@@ -10,7 +10,7 @@ import pytest
 
 from tests.helpers import load_experiment
 
-SCRIPT = Path(__file__).parents[1] / "experiments" / "convergence.py"
+SCRIPT = Path(__file__).parents[2] / "experiments" / "convergence.py"
 pytestmark = pytest.mark.slow
 
 

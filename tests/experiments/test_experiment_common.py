@@ -11,7 +11,7 @@ import pytest
 
 from experiments.common import MetricsLog, Run, markdown_table
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 SCRIPTS = [
     "weight_init_sweep.py",
     "convergence.py",

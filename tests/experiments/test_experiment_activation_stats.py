@@ -8,7 +8,7 @@ import pytest
 
 from tests.helpers import load_experiment
 
-SCRIPT = Path(__file__).parents[1] / "experiments" / "activation_stats.py"
+SCRIPT = Path(__file__).parents[2] / "experiments" / "activation_stats.py"
 
 pytest.importorskip("matplotlib")
 pytestmark = pytest.mark.slow

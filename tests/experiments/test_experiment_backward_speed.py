@@ -7,7 +7,7 @@ import pytest
 
 from tests.helpers import load_experiment
 
-SCRIPT = Path(__file__).parents[1] / "experiments" / "backward_speed.py"
+SCRIPT = Path(__file__).parents[2] / "experiments" / "backward_speed.py"
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import pytest
 
 from tests.helpers import load_experiment
 
-SCRIPT = Path(__file__).parents[1] / "experiments" / "data_parallel.py"
+SCRIPT = Path(__file__).parents[2] / "experiments" / "data_parallel.py"
 
 
 def test_data_parallel_script_writes_results(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 
 from tests.helpers import load_experiment
 
-SCRIPT = Path(__file__).parents[1] / "experiments" / "small_batches.py"
+SCRIPT = Path(__file__).parents[2] / "experiments" / "small_batches.py"
 
 
 def test_small_batches_smoke(tmp_path):

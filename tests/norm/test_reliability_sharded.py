@@ -8,7 +8,7 @@ import pytest
 import jaxbn
 from tests.helpers import run_worker
 
-WORKER = Path(__file__).with_name("reliability_sharded_worker.py")
+WORKER = Path(__file__).parents[1] / "reliability_sharded_worker.py"
 
 
 @pytest.fixture(scope="module")

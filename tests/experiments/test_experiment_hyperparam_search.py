@@ -9,7 +9,7 @@ import pytest
 
 from tests.helpers import load_experiment
 
-SCRIPT = Path(__file__).parents[1] / "experiments" / "hyperparam_search.py"
+SCRIPT = Path(__file__).parents[2] / "experiments" / "hyperparam_search.py"
 pytestmark = pytest.mark.slow
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 # Run the module as `python -m` would, then report whether JAX got imported.
 PROBE = """
 import json, runpy, sys
