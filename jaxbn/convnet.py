@@ -33,13 +33,13 @@ from jax.typing import ArrayLike, DTypeLike
 from jaxbn import _checks
 from jaxbn.dropout import dropout as _dropout
 from jaxbn.initializers import init_std
+from jaxbn.nn import ACTIVATION_FNS
 from jaxbn.norm import BACKWARDS, BatchNormState, batch_norm, batch_norm_state, layer_norm
 
 __all__ = ["DATA_FORMATS", "ConvNet"]
 
 DATA_FORMATS = ("NHWC", "NCHW")
 _NORMALIZATIONS = (None, "batchnorm", "layernorm")
-_ACTIVATION_FNS = {"relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh}
 
 
 def _int_tuple(name: str, value) -> tuple[int, ...]:
@@ -48,12 +48,6 @@ def _int_tuple(name: str, value) -> tuple[int, ...]:
     if any(isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1 for d in value):
         raise ValueError(f"{name} must contain positive ints only, got {value!r}")
     return tuple(int(d) for d in value)
-
-
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,15 +114,17 @@ class ConvNet:
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 2:
             raise ValueError(f"num_classes must be an int >= 2, got {n!r}")
         object.__setattr__(self, "num_classes", int(n))
-        object.__setattr__(self, "kernel_size", _positive_int("kernel_size", self.kernel_size))
-        object.__setattr__(self, "pool", _positive_int("pool", self.pool))
+        object.__setattr__(
+            self, "kernel_size", _checks.positive_int("kernel_size", self.kernel_size)
+        )
+        object.__setattr__(self, "pool", _checks.positive_int("pool", self.pool))
         if self.normalization not in _NORMALIZATIONS:
             raise ValueError(
                 f"normalization must be one of {_NORMALIZATIONS}, got {self.normalization!r}"
             )
-        if self.activation not in _ACTIVATION_FNS:
+        if self.activation not in ACTIVATION_FNS:
             raise ValueError(
-                f"activation must be one of {tuple(_ACTIVATION_FNS)}, got {self.activation!r}"
+                f"activation must be one of {tuple(ACTIVATION_FNS)}, got {self.activation!r}"
             )
         rate = _checks.real_number("dropout", self.dropout)
         if not 0.0 <= rate < 1.0:
@@ -293,7 +289,7 @@ class ConvNet:
             raise ValueError(
                 f"key must be a jax.random key when training with dropout={self.dropout}, got None"
             )
-        act = _ACTIVATION_FNS[self.activation]
+        act = ACTIVATION_FNS[self.activation]
         n_conv = len(self.channels)
         h, new_state = x, []
         for i, layer in enumerate(params[:-1]):

@@ -45,16 +45,10 @@ __all__ = ["ACTIVATIONS", "NORMALIZATIONS", "FullyConnectedNet"]
 NORMALIZATIONS = (None, "batchnorm", "layernorm")
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 
-_ACTIVATION_FNS = {"relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh}
+ACTIVATION_FNS = {"relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh}
 
 Params = list[dict[str, jax.Array]]
 State = list[BatchNormState | None]
-
-
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,7 +156,9 @@ class FullyConnectedNet:
             object.__setattr__(self, name, value)
         vbs = self.virtual_batch_size
         if vbs is not None:
-            object.__setattr__(self, "virtual_batch_size", _positive_int("virtual_batch_size", vbs))
+            object.__setattr__(
+                self, "virtual_batch_size", _checks.positive_int("virtual_batch_size", vbs)
+            )
         _checks.one_of("running_var", self.running_var, RUNNING_VARS)
         bn_only = {
             "renorm": self.renorm,
@@ -202,7 +198,7 @@ class FullyConnectedNet:
           ``(params, state)``: ``params`` a list of ``num_layers`` dicts; ``state`` a list of
           ``len(hidden_dims)`` entries, ``BatchNormState`` for batch norm and ``None`` otherwise.
         """
-        input_dim = _positive_int("input_dim", input_dim)
+        input_dim = _checks.positive_int("input_dim", input_dim)
         dtype = jnp.dtype(dtype)
         if not jnp.issubdtype(dtype, jnp.floating):
             raise TypeError(f"dtype must be a floating dtype, got {dtype}")
@@ -317,7 +313,7 @@ class FullyConnectedNet:
             raise ValueError(
                 f"key must be a jax.random key when training with dropout={self.dropout}, got None"
             )
-        act = _ACTIVATION_FNS[self.activation]
+        act = ACTIVATION_FNS[self.activation]
         new_state: State = []
         hs: list[jax.Array] = []
         for i, layer in enumerate(params[:-1]):
