@@ -24,6 +24,8 @@ OPTIONS = {
     "renorm": dict(renorm=True, rmax=1.5, dmax=0.4),
     "ghost2_unbiased": dict(virtual_batch_size=2, running_var="unbiased", momentum=None),
     "ghost2_renorm": dict(virtual_batch_size=2, renorm=True, rmax=1.2, dmax=0.1),
+    # one group per device: no group axis, the running statistics still average the devices'
+    "ghost4_renorm": dict(virtual_batch_size=4, renorm=True, rmax=1.2, dmax=0.1),
 }
 
 

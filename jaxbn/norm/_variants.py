@@ -295,12 +295,13 @@ def batch_contribution(mean, var, m, lay: Layout, *, unbiased: bool, group_axis_
     ``unbiased`` scales the variance by ``m / (m - 1)`` (PyTorch's). With several groups
     (ghost batches) the contribution is the mean over the groups that hold any live element
     of the groups' means and of their variances (tf.keras's rule), averaged across
-    ``group_axis_name`` too when the groups are spread over devices.
+    ``group_axis_name`` too when the groups are spread over devices (also when each device holds
+    a single group, whose layout has no group axis).
     """
     if unbiased:
         var = var * jnp.where(m > 1, m / jnp.maximum(m - 1, 1), 1)
     group_axes = tuple(a for a in lay.param_axes if a not in lay.stat_axes)
-    if group_axes:
+    if group_axes or group_axis_name is not None:
         # Average the per-group statistics themselves: without the barrier XLA folds the two
         # sums into another pass over x. (Per-group statistics vary across devices anyway.)
         mean, var = opaque_to_cse(mean, var)

@@ -26,9 +26,10 @@ print(json.dumps({{"code": code, "jax": "jax" in sys.modules}}))
         "runpy.run_module('benchmarks.peers_op', run_name='__main__')",
         "runpy.run_module('benchmarks.peers_mlp', run_name='__main__')",
         "runpy.run_module('benchmarks.machine', run_name='__main__')",
+        "runpy.run_module('benchmarks.variants', run_name='__main__')",
         "runpy.run_path('experiments/backward_speed.py', run_name='__main__')",
     ],
-    ids=["peers_op", "peers_mlp", "machine", "backward_speed"],
+    ids=["peers_op", "peers_mlp", "machine", "variants", "backward_speed"],
 )
 def test_help_exits_before_jax_is_imported(run):
     proc = subprocess.run(

@@ -237,6 +237,21 @@ def test_ghost_batches_are_per_group_batch_norm(x64):
     assert rel_error(new.var, 0.9 * state.var + 0.1 * variances.mean(0)) < 1e-14
 
 
+@pytest.mark.parametrize("masked", [False, True])
+def test_one_ghost_batch_is_batch_norm(x64, masked):
+    """virtual_batch_size = N (one group, computed without a group axis) is plain batch norm."""
+    x, gamma, beta, c, state = _problem()
+    mask = MASK if masked else None
+    y0, s0 = forward(x, gamma, beta, state, mask, 3.0, 5.0, **_opts())
+    y1, s1 = forward(x, gamma, beta, state, mask, 3.0, 5.0, **_opts(vbs=N))
+    g0 = grads(x, gamma, beta, c, state, mask, 3.0, 5.0, **_opts())
+    g1 = grads(x, gamma, beta, c, state, mask, 3.0, 5.0, **_opts(vbs=N))
+    assert rel_error(y0, y1) < 1e-14
+    assert rel_error(s0.mean, s1.mean) < 1e-14 and rel_error(s0.var, s1.var) < 1e-14
+    for a, b in zip(g0, g1, strict=True):
+        assert rel_error(a, b) < 1e-14
+
+
 def test_ghost_batches_match_tf_keras_formula(x64):
     """tf.keras (virtual_batch_size=V, training) reshapes x (N, D) to (V, N // V, D), takes the
     moments over axis 0 (so its group j holds rows j, j + N/V, ...), normalizes, and moves the
@@ -398,7 +413,7 @@ def test_renorm_schedule_in_step_and_fit():
 def test_variants_under_shard_map_match_one_device():
     """4 forced CPU devices (a subprocess): renorm and ghost batches with axis_name and a mask."""
     report = run_worker(Path(__file__).parents[1] / "variants_worker.py", n_devices=4)
-    assert len(report) == 9
+    assert len(report) == 12
     for case, errors in report.items():
         for name, err in errors.items():
             assert err < 1e-12, (case, name, err)
