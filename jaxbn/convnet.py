@@ -195,6 +195,11 @@ class ConvNet:
         dtype = jnp.dtype(dtype)
         if not jnp.issubdtype(dtype, jnp.floating):
             raise TypeError(f"dtype must be a floating dtype, got {dtype}")
+        self.feature_shape(input_shape)  # checks input_shape
+        # One compiled program per (net, input shape, dtype), also outside jit (see nn.py).
+        return _init_conv(self, key, tuple(int(n) for n in input_shape), dtype)
+
+    def _init(self, key, input_shape, dtype):
         h, w, c_last = self.feature_shape(input_shape)
         c_in = input_shape[-1] if self.data_format == "NHWC" else input_shape[0]
         k = self.kernel_size
@@ -364,3 +369,6 @@ class ConvNet:
                 raise ValueError(
                     f"state[{i}] must be None for normalization={self.normalization!r}"
                 )
+
+
+_init_conv = jax.jit(ConvNet._init, static_argnums=(0, 2, 3))

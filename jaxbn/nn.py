@@ -202,6 +202,11 @@ class FullyConnectedNet:
         dtype = jnp.dtype(dtype)
         if not jnp.issubdtype(dtype, jnp.floating):
             raise TypeError(f"dtype must be a floating dtype, got {dtype}")
+        # One compiled program per (net, input_dim, dtype), also when called outside jit, instead
+        # of one per eager op; inside jit, vmap or grad it is traced inline as usual.
+        return _init_fc(self, key, input_dim, dtype)
+
+    def _init(self, key, input_dim, dtype):
         dims = (input_dim, *self.hidden_dims, self.num_classes)
         # One draw for every weight (one RNG program, not one per layer shape), then per-layer
         # slices scaled by that layer's standard deviation.
@@ -377,3 +382,6 @@ class FullyConnectedNet:
                 raise ValueError(
                     f"state[{i}] must be None for normalization={self.normalization!r}"
                 )
+
+
+_init_fc = jax.jit(FullyConnectedNet._init, static_argnums=(0, 2, 3))

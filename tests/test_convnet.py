@@ -83,6 +83,7 @@ def test_conv_layer_norm_normalizes_channels_per_position():
     assert rel_error(net.apply(params, state, x, training=False)[0], want) <= 1e-5
 
 
+@pytest.mark.slow  # end to end: fit and evaluate
 def test_fit_and_evaluate_take_images():
     rng = np.random.default_rng(0)
     y = np.arange(60) % 2

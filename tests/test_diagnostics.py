@@ -17,8 +17,8 @@ def x():
 def test_hidden_outputs_are_what_apply_builds_the_logits_from(x):
     net = jaxbn.FullyConnectedNet((4, 4, 3), 2, normalization="batchnorm", activation="tanh")
     params, state = net.init(jax.random.key(0), 5)
-    hs, s1 = net.hidden(params, state, x, training=True)
-    logits, s2 = net.apply(params, state, x, training=True)
+    hs, s1 = jax.jit(net.hidden, static_argnames="training")(params, state, x, training=True)
+    logits, s2 = jax.jit(net.apply, static_argnames="training")(params, state, x, training=True)
     assert [h.shape for h in hs] == [(16, 4), (16, 4), (16, 3)]
     np.testing.assert_array_equal(logits, hs[-1] @ params[-1]["W"] + params[-1]["b"][None])
     jax.tree.map(np.testing.assert_array_equal, s1, s2)

@@ -27,8 +27,15 @@ def _conv(x, W, b):
     return y + b[None, None, None, :]
 
 
-@pytest.mark.parametrize("dtype,tol", [(jnp.float32, 1e-5), (jnp.float64, 1e-12)])
-@pytest.mark.parametrize("kind", ["dense", "conv"])
+@pytest.mark.parametrize(
+    ("kind", "dtype", "tol"),
+    [
+        ("dense", jnp.float32, 1e-5),
+        ("dense", jnp.float64, 1e-12),
+        ("conv", jnp.float32, 1e-5),
+        pytest.param("conv", jnp.float64, 1e-12, marks=pytest.mark.slow),  # seconds to compile
+    ],
+)
 def test_fold_batch_norm_matches_affine_then_bn(kind, dtype, tol):
     if kind == "dense":
         x_shape, w_shape = (16, 5), (5, 7)
@@ -55,7 +62,7 @@ def test_fold_batch_norm_matches_affine_then_bn(kind, dtype, tol):
 
 
 @pytest.mark.parametrize("dtype,tol", [(jnp.float32, 1e-5), (jnp.float64, 1e-12)])
-@pytest.mark.parametrize("kind", ["fc", "conv"])
+@pytest.mark.parametrize("kind", ["fc", pytest.param("conv", marks=pytest.mark.slow)])
 def test_fold_net_same_eval_logits(kind, dtype, tol):
     with jax.enable_x64(dtype == jnp.float64):
         if kind == "fc":

@@ -26,16 +26,27 @@ CASES = {
 
 def _x(shape, n=6, seed=1):
     shape = (shape,) if isinstance(shape, int) else shape
-    return np.array(jax.random.normal(jax.random.key(seed), (n, *shape)) * 1.5 + 0.5)
+    return (np.random.default_rng(seed).normal(size=(n, *shape)) * 1.5 + 0.5).astype(np.float32)
 
 
 def _trained(net, shape):
     """Params and state with non-trivial gamma, beta and running statistics."""
-    params, state = net.init(jax.random.key(0), shape)
-    params = jax.tree.map(lambda p: p + 0.1 * jnp.cos(jnp.arange(p.size).reshape(p.shape)), params)
-    key = jax.random.key(3)
-    _, state = net.apply(params, state, _x(shape, 8, seed=2), training=True, key=key)
-    return params, state
+
+    @jax.jit  # one program, not one compilation per eager op
+    def make(x):
+        params, state = net.init(jax.random.key(0), shape)
+        params = jax.tree.map(
+            lambda p: p + 0.1 * jnp.cos(jnp.arange(p.size).reshape(p.shape)), params
+        )
+        _, state = net.apply(params, state, x, training=True, key=jax.random.key(3))
+        return params, state
+
+    return make(_x(shape, 8, seed=2))
+
+
+def _logits(net, params, state, x):
+    """Eval-mode logits, jitted."""
+    return jax.jit(net.apply, static_argnames="training")(params, state, x, training=False)[0]
 
 
 def _torch_input(net, x):
@@ -44,12 +55,18 @@ def _torch_input(net, x):
     return torch.from_numpy(np.array(x))
 
 
-@pytest.mark.parametrize("case", list(CASES))
+CONV_SLOW = "conv nets take seconds each to compile: full suite only"
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["fc", "fc_ln", *(pytest.param(c, marks=pytest.mark.slow) for c in ("conv", "conv_nchw"))],
+)  # slow: CONV_SLOW
 def test_torch_round_trip_same_logits(case):
     net, shape = CASES[case]
     params, state = _trained(net, shape)
     x = _x(shape)
-    want, _ = net.apply(params, state, x, training=False)
+    want = _logits(net, params, state, x)
     # jaxbn -> torch: loads with strict=True and computes the same logits in eval mode.
     model = interop.torch_module(net, shape)
     model.load_state_dict(interop.to_torch_state_dict(net, params, state, shape), strict=True)
@@ -68,7 +85,7 @@ def test_torch_round_trip_same_logits(case):
     with torch.no_grad():
         want = model(_torch_input(net, x)).numpy()
     params2, state2 = interop.from_torch_state_dict(net, model.state_dict(), shape)
-    got, _ = net.apply(params2, state2, x, training=False)
+    got = _logits(net, params2, state2, x)
     assert rel_error(got, want) <= 1e-5
     if net.normalization == "batchnorm":
         assert int(state2[0].count) == 2
@@ -92,14 +109,16 @@ def test_torch_momentum_and_unbiased_running_variance():
     assert rel_error(new[0].var, 0.9 + 0.1 * z.var(0)) <= 1e-6
 
 
-@pytest.mark.parametrize("case", ["fc", "fc_ln", "conv"])
+@pytest.mark.parametrize(
+    "case", ["fc_ln", *(pytest.param(c, marks=pytest.mark.slow) for c in ("fc", "conv"))]
+)  # slow: CONV_SLOW, and fc's dropout program
 def test_flax_round_trip_same_logits_and_updates(case):
     net, shape = CASES[case]
     params, state = _trained(net, shape)
     x = _x(shape)
     module = interop.flax_module(net)
     variables = interop.to_flax_variables(net, params, state)
-    want, _ = net.apply(params, state, x, training=False)
+    want = _logits(net, params, state, x)
     got = module.apply(variables, x, train=False)
     assert rel_error(got, want) <= 1e-5
     # flax -> jaxbn, from flax's own initialization plus one training step of flax's.
@@ -112,7 +131,7 @@ def test_flax_round_trip_same_logits_and_updates(case):
     params2, state2 = interop.from_flax_variables(net, variables)
     assert (
         rel_error(
-            net.apply(params2, state2, x, training=False)[0],
+            _logits(net, params2, state2, x),
             module.apply(variables, x, train=False),
         )
         <= 1e-5

@@ -34,6 +34,7 @@ def test_readme_has_the_python_examples():
     assert len(PYTHON_BLOCKS) >= 3, [line for line, _ in PYTHON_BLOCKS]
 
 
+@pytest.mark.slow  # end to end: the examples train nets
 @pytest.mark.parametrize(
     "source", [src for _, src in PYTHON_BLOCKS], ids=[f"line{n}" for n, _ in PYTHON_BLOCKS]
 )

@@ -55,6 +55,7 @@ def test_recalibrate_fc_float64_matches_direct_statistics():
         assert rel_error(jnp.var(inputs[1], 0), new[1].var) <= 1e-10
 
 
+@pytest.mark.slow  # conv nets in float64 take seconds to compile: full suite only
 def test_recalibrate_conv_float64_and_padding_never_leaks():
     with jax.enable_x64(True):
         net = jaxbn.ConvNet((3, 4), 3, hidden_dims=(5,), normalization="batchnorm")

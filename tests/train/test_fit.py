@@ -149,7 +149,9 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     assert jaxbn.load_checkpoint(path, ts).meta == {"v": 1}  # the old checkpoint is intact
 
 
-@pytest.mark.parametrize("bad", [np.nan, np.inf], ids=["nan", "inf"])
+@pytest.mark.parametrize(
+    "bad", [np.nan, pytest.param(np.inf, marks=pytest.mark.slow)], ids=["nan", "inf"]
+)  # inf: the same check as nan with a second compiled optimizer, full suite only
 def test_non_finite_loss_names_the_first_bad_step(bad):
     # fit rejects NaN/Inf inputs up front, so poison the first update instead: the loss of step 1
     # (epoch 1, batch 2) is then the first one that is not finite.
@@ -254,6 +256,7 @@ def test_validation_data_errors():
         jaxbn.fit(NET, OPT, X, Y, XV[:, :3], YV, epochs=1, batch_size=B)
 
 
+@pytest.mark.slow  # end to end: 50 training steps of a 5-layer net
 def test_a_five_layer_batchnorm_net_overfits_50_examples():
     net = jaxbn.FullyConnectedNet((100,) * 5, 10, normalization="batchnorm")
     rng = np.random.default_rng(0)

@@ -50,6 +50,7 @@ def assert_close(a, b):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # end to end: K training runs and each alone
 @pytest.mark.parametrize("normalization", [None, "batchnorm"])
 def test_each_vmapped_run_equals_the_run_alone(data, normalization):
     x, y, order = data
@@ -76,6 +77,7 @@ def test_each_vmapped_run_equals_the_run_alone(data, normalization):
     assert len({round(float(v), 6) for v in out["loss"][:, -1, -1]}) == K
 
 
+@pytest.mark.slow  # end to end: K training runs and each alone
 def test_per_configuration_learning_rates(data):
     x, y, order = data
     net = jaxbn.FullyConnectedNet((5,), 4, normalization="layernorm")
@@ -115,6 +117,7 @@ def test_stack_take_and_errors():
         sweep.make_sweep(net, optax.sgd(0.1))(states, np.ones((4, 4)), np.zeros(4, int), [[0]])
 
 
+@pytest.mark.slow  # end to end: K training runs and each alone
 def test_per_configuration_batch_order_equals_each_run_alone(data):
     x, y, _ = data
     net = jaxbn.FullyConnectedNet((5,), 4, normalization="batchnorm")
