@@ -1,9 +1,12 @@
 """Shared fixtures (rank promotion raises, PRNG key, float64 for gradient checks); the slow tier.
 
-`pytest -m "not slow"` is the fast tier. A test is slow when it is marked `@pytest.mark.slow`, when
-its file is an experiment or benchmark smoke test (`test_experiment_*.py`, `test_bench*.py`), or
-when the test or one of its fixtures starts a multi-device worker process (`run_worker`). The
-rules live here, so new test files are covered without marking each test.
+`pytest -m "not slow"` is the fast tier. A test is slow when its file is an experiment or benchmark
+smoke test (`test_experiment_*.py`, `test_bench*.py`) or when the test or one of its fixtures
+starts a multi-device worker process (`run_worker`): those rules live here, so new test files are
+covered without marking each test. Tests marked `@pytest.mark.slow` in place are the end-to-end
+runs (the README's examples, training sweeps, long fits) and the cases whose programs take seconds
+each to compile (conv nets in float64, conv converters); each such mark says why, and a faster
+case of the same code path stays in the fast tier.
 """
 
 import fnmatch

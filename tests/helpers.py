@@ -58,3 +58,22 @@ def load_experiment(script):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def central_differences(f, args, h=1e-6):
+    """Gradients of the scalar ``f(*args)`` with respect to each of ``args`` by central differences.
+
+    The traceable form of ``central_difference``, one entry at a time as there, for use inside a
+    jitted function: every argument's differences then compile into one program, which calls with
+    the same shapes reuse.
+    """
+
+    def one(i):
+        x = args[i]
+        eye = jnp.eye(x.size, dtype=x.dtype).reshape((x.size, *x.shape))
+        f_batched = jax.vmap(lambda v: f(*args[:i], v, *args[i + 1 :]))
+        plus = f_batched(x[None] + h * eye)
+        minus = f_batched(x[None] - h * eye)
+        return ((plus - minus) / (2 * h)).reshape(x.shape)
+
+    return tuple(one(i) for i in range(len(args)))

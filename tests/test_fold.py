@@ -32,8 +32,9 @@ def _conv(x, W, b):
     [
         ("dense", jnp.float32, 1e-5),
         ("dense", jnp.float64, 1e-12),
-        ("conv", jnp.float32, 1e-5),
-        pytest.param("conv", jnp.float64, 1e-12, marks=pytest.mark.slow),  # seconds to compile
+        # conv programs take seconds each to compile: full suite only
+        pytest.param("conv", jnp.float32, 1e-5, marks=pytest.mark.slow),
+        pytest.param("conv", jnp.float64, 1e-12, marks=pytest.mark.slow),
     ],
 )
 def test_fold_batch_norm_matches_affine_then_bn(kind, dtype, tol):

@@ -1,7 +1,8 @@
 """Batch-norm variants: renorm, ghost batches, no scale/offset, cumulative and unbiased statistics.
 
-Every check runs on one small shape, (8, 5) (plus a masked variant), through module-level jitted
-functions whose options are static, so each configuration compiles once.
+Every check runs on one small shape, (8, 5) (plus a masked variant), with NumPy test data, through
+module-level jitted functions whose options are static, so each configuration compiles once; no
+test runs the library eagerly.
 """
 
 from functools import partial
@@ -21,16 +22,17 @@ MASK = np.array([1, 1, 0, 1, 1, 1, 0, 0], bool)  # 3 + 2 live rows in the groups
 STATIC = ("backward", "renorm", "vbs", "no_gamma", "no_beta", "momentum", "running_var")
 
 
-def _problem(dtype=jnp.float64, seed=0):
-    k = jax.random.split(jax.random.key(seed), 4)
-    x = 3 * jax.random.normal(k[0], (N, D), dtype) + 1
-    gamma = 1 + 0.3 * jax.random.normal(k[1], (D,), dtype)
-    beta = jax.random.normal(k[2], (D,), dtype)
-    c = jax.random.normal(k[3], (N, D), dtype)
+def _problem(dtype=np.float64, seed=0):
+    rng = np.random.default_rng(seed)
+    x = 3 * rng.standard_normal((N, D)) + 1
+    gamma = 1 + 0.3 * rng.standard_normal(D)
+    beta = rng.standard_normal(D)
+    c = rng.standard_normal((N, D))
+    x, gamma, beta, c = (jnp.asarray(np.asarray(a, dtype)) for a in (x, gamma, beta, c))
     # running statistics away from the batch's, so that renorm's r and d are not 1 and 0
     state = jaxbn.BatchNormState(
-        mean=jnp.linspace(-1.0, 2.0, D).astype(dtype),
-        var=jnp.linspace(0.5, 12.0, D).astype(dtype),
+        mean=jnp.asarray(np.linspace(-1.0, 2.0, D, dtype=dtype)),
+        var=jnp.asarray(np.linspace(0.5, 12.0, D, dtype=dtype)),
         count=jnp.asarray(3, jnp.int32),
     )
     return x, gamma, beta, c, state
@@ -69,6 +71,21 @@ def grads(x, gamma, beta, c, state, mask, rmax, dmax, **opts):
     return jax.grad(loss, argnums=(0, 1, 2))(x, gamma, beta)
 
 
+@partial(jax.jit, static_argnames=STATIC)
+def forward_and_grads(x, gamma, beta, c, state, mask, rmax, dmax, **opts):
+    """``forward``'s (y, state) and ``grads``' (dx, dgamma, dbeta) in one compiled program."""
+    y_state = forward(x, gamma, beta, state, mask, rmax, dmax, **opts)
+    return y_state, grads(x, gamma, beta, c, state, mask, rmax, dmax, **opts)
+
+
+# batch_norm itself, every option static (rmax and dmax too: Python floats, not traced ones)
+bn = jax.jit(
+    jaxbn.batch_norm,
+    static_argnames=("training", "momentum", "eps", "renorm", "rmax", "dmax",
+                     "virtual_batch_size", "running_var"),
+)  # fmt: skip
+
+
 def _opts(backward="closed_form", renorm=False, vbs=None, no_gamma=False, no_beta=False, **kw):
     return dict(backward=backward, renorm=renorm, vbs=vbs, no_gamma=no_gamma, no_beta=no_beta, **kw)
 
@@ -100,12 +117,10 @@ def test_custom_backwards_match_autodiff_f64(x64, variant, backward):
     kw, mask = _split(variant)
     x, gamma, beta, c, state = _problem()
     args = (x, gamma, beta, c, state, mask, 1.5, 0.4)
-    want = grads(*args, **_opts("autodiff", **kw))
-    got = grads(*args, **_opts(backward, **kw))
+    (y0, s0), want = forward_and_grads(*args, **_opts("autodiff", **kw))
+    (y1, s1), got = forward_and_grads(*args, **_opts(backward, **kw))
     for name, a, b in zip(("dx", "dgamma", "dbeta"), got, want, strict=True):
         assert rel_error(a, b) < 1e-10, (name, rel_error(a, b))
-    y0, s0 = forward(x, gamma, beta, state, mask, 1.5, 0.4, **_opts("autodiff", **kw))
-    y1, s1 = forward(x, gamma, beta, state, mask, 1.5, 0.4, **_opts(backward, **kw))
     assert rel_error(y0, y1) < 1e-13 and rel_error(s0.var, s1.var) < 1e-13
 
 
@@ -120,9 +135,9 @@ def test_gradients_match_numerical_f64(x64, variant, backward):
     """
     kw, mask = _split(variant)
     x, gamma, beta, c, state = _problem()
-    state = state._replace(mean=jnp.full(D, 100.0), var=jnp.full(D, 1e-4))
+    state = state._replace(mean=np.full(D, 100.0), var=np.full(D, 1e-4))
     if mask is not None:  # masked rows' outputs pass no gradient by design: leave them out
-        c = jnp.where(mask[:, None], c, 0)
+        c = np.where(mask[:, None], c, 0)
 
     def loss(x, gamma, beta):
         y, _ = _bn(x, gamma, beta, state, mask, 1.5, 0.4, **_opts(backward, **kw))
@@ -143,17 +158,17 @@ def test_renorm_backward_is_batch_norm_with_gamma_times_r(x64):
     assert np.any((r > 1 / rmax) & (r < rmax)) and np.any(r == rmax)  # both regimes
     assert np.any(np.abs(d) == dmax) and np.any(np.abs(d) < dmax)
     dx, dgamma, dbeta = grads(x, gamma, beta, c, state, None, rmax, dmax, **_opts(renorm=True))
-    dx_bn, _, _ = grads(x, gamma * r, beta, c, state, None, 1.0, 0.0, **_opts())
+    dx_bn, _, _ = grads(x, np.asarray(gamma) * r, beta, c, state, None, 1.0, 0.0, **_opts())
     x_hat = (xn - mean) / np.sqrt(var + 1e-5)
     assert rel_error(dx, dx_bn) < 1e-12
-    assert rel_error(dgamma, r * jnp.sum(c * x_hat, 0) + d * jnp.sum(c, 0)) < 1e-12
-    assert rel_error(dbeta, jnp.sum(c, 0)) < 1e-12
+    assert rel_error(dgamma, r * np.sum(c * x_hat, 0) + d * np.sum(c, 0)) < 1e-12
+    assert rel_error(dbeta, np.sum(c, 0)) < 1e-12
 
 
 def test_no_scale_no_offset_gradients(x64):
     """gamma=None / beta=None behave as the constants 1 / 0, in the output and in dx."""
     x, gamma, beta, c, state = _problem()
-    ones, zeros = jnp.ones(D), jnp.zeros(D)
+    ones, zeros = np.ones(D), np.zeros(D)
     dx, _, _ = grads(x, gamma, beta, c, state, None, 3.0, 5.0, **_opts(no_gamma=True, no_beta=True))
     dx1, _, _ = grads(x, ones, zeros, c, state, None, 3.0, 5.0, **_opts())
     assert rel_error(dx, dx1) < 1e-14
@@ -161,8 +176,8 @@ def test_no_scale_no_offset_gradients(x64):
     y1, _ = forward(x, ones, zeros, state, None, 3.0, 5.0, **_opts())
     np.testing.assert_array_equal(y, y1)
     # eval mode too
-    ye, _ = jaxbn.batch_norm(x, None, None, state, training=False)
-    ye1, _ = jaxbn.batch_norm(x, ones, zeros, state, training=False)
+    ye, _ = bn(x, None, None, state, training=False)
+    ye1, _ = bn(x, ones, zeros, state, training=False)
     np.testing.assert_array_equal(ye, ye1)
 
 
@@ -197,10 +212,9 @@ def test_renorm_unclipped_normalizes_with_running_statistics(x64):
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64], ids=["f32", "f64"])
 def test_renorm_with_rmax_1_dmax_0_is_plain_batch_norm(x64, dtype):
     x, gamma, beta, c, state = _problem(dtype)
-    y0, s0 = forward(x, gamma, beta, state, MASK, 1.0, 0.0, **_opts())
-    y1, s1 = forward(x, gamma, beta, state, MASK, 1.0, 0.0, **_opts(renorm=True))
-    g0 = grads(x, gamma, beta, c, state, MASK, 1.0, 0.0, **_opts())
-    g1 = grads(x, gamma, beta, c, state, MASK, 1.0, 0.0, **_opts(renorm=True))
+    args = (x, gamma, beta, c, state, MASK, 1.0, 0.0)
+    (y0, s0), g0 = forward_and_grads(*args, **_opts())
+    (y1, s1), g1 = forward_and_grads(*args, **_opts(renorm=True))
     tol = 1e-6 if dtype == jnp.float32 else 1e-14
     assert rel_error(y0, y1) < tol
     for a, b in zip(g0, g1, strict=True):
@@ -217,7 +231,7 @@ def test_traced_bounds_under_jit_and_vmap(x64):
         jnp.array([1.0, 1.5]), jnp.array([0.0, 0.4])
     )
     for i, (r, d) in enumerate([(1.0, 0.0), (1.5, 0.4)]):
-        y, _ = jaxbn.batch_norm(x, gamma, beta, state, training=True, renorm=True, rmax=r, dmax=d)
+        y, _ = bn(x, gamma, beta, state, training=True, renorm=True, rmax=r, dmax=d)
         assert rel_error(ys[i], y) < 1e-14
     assert rel_error(ys[0], ys[1]) > 1e-3  # the bounds matter here
 
@@ -228,13 +242,13 @@ def test_traced_bounds_under_jit_and_vmap(x64):
 def test_ghost_batches_are_per_group_batch_norm(x64):
     x, gamma, beta, _, state = _problem()
     y, new = forward(x, gamma, beta, state, None, 3.0, 5.0, **_opts(vbs=4))
-    parts = [jaxbn.batch_norm(x[i : i + 4], gamma, beta, state, training=True) for i in (0, 4)]
-    assert rel_error(y, jnp.concatenate([p[0] for p in parts])) < 1e-14
+    groups = np.asarray(x).reshape(2, 4, D)
+    parts = [bn(group, gamma, beta, state, training=True)[0] for group in groups]
+    assert rel_error(y, np.concatenate(parts)) < 1e-14
     # running statistics: the mean over groups of the groups' mean and (biased) variance
-    means = jnp.stack([jnp.mean(x[i : i + 4], 0) for i in (0, 4)])
-    variances = jnp.stack([jnp.var(x[i : i + 4], 0) for i in (0, 4)])
-    assert rel_error(new.mean, 0.9 * state.mean + 0.1 * means.mean(0)) < 1e-14
-    assert rel_error(new.var, 0.9 * state.var + 0.1 * variances.mean(0)) < 1e-14
+    mean, var = np.asarray(state.mean), np.asarray(state.var)
+    assert rel_error(new.mean, 0.9 * mean + 0.1 * groups.mean(1).mean(0)) < 1e-14
+    assert rel_error(new.var, 0.9 * var + 0.1 * groups.var(1).mean(0)) < 1e-14
 
 
 @pytest.mark.parametrize("masked", [False, True])
@@ -242,10 +256,9 @@ def test_one_ghost_batch_is_batch_norm(x64, masked):
     """virtual_batch_size = N (one group, computed without a group axis) is plain batch norm."""
     x, gamma, beta, c, state = _problem()
     mask = MASK if masked else None
-    y0, s0 = forward(x, gamma, beta, state, mask, 3.0, 5.0, **_opts())
-    y1, s1 = forward(x, gamma, beta, state, mask, 3.0, 5.0, **_opts(vbs=N))
-    g0 = grads(x, gamma, beta, c, state, mask, 3.0, 5.0, **_opts())
-    g1 = grads(x, gamma, beta, c, state, mask, 3.0, 5.0, **_opts(vbs=N))
+    args = (x, gamma, beta, c, state, mask, 3.0, 5.0)
+    (y0, s0), g0 = forward_and_grads(*args, **_opts())
+    (y1, s1), g1 = forward_and_grads(*args, **_opts(vbs=N))
     assert rel_error(y0, y1) < 1e-14
     assert rel_error(s0.mean, s1.mean) < 1e-14 and rel_error(s0.var, s1.var) < 1e-14
     for a, b in zip(g0, g1, strict=True):
@@ -270,7 +283,7 @@ def test_ghost_batches_match_tf_keras_formula(x64):
     moving_var = momentum * np.asarray(state.var) + (1 - momentum) * var.mean(1)[0]
     # row order for jaxbn: tf's group j (rows j, j + N/v, ...) becomes rows j*v .. j*v + v - 1
     perm = np.arange(N).reshape(v, N // v).T.reshape(-1)
-    y, new = jaxbn.batch_norm(
+    y, new = bn(
         xt[perm], gamma, beta, state, training=True, momentum=momentum, eps=eps,
         virtual_batch_size=v,
     )  # fmt: skip
@@ -284,15 +297,16 @@ def test_ghost_with_mask_leaves_empty_groups_out(x64):
     mask = np.array([1, 1, 0, 1, 0, 0, 0, 0], bool)  # second group empty
     xn = np.asarray(x).copy()
     xn[~mask] = np.nan  # padding never leaks
-    y, new = forward(jnp.asarray(xn), gamma, beta, state, mask, 3.0, 5.0, **_opts(vbs=4))
+    y, new = forward(xn, gamma, beta, state, mask, 3.0, 5.0, **_opts(vbs=4))
     live = np.asarray(x)[mask]
-    assert rel_error(new.mean, 0.9 * state.mean + 0.1 * live.mean(0)) < 1e-14
-    assert rel_error(new.var, 0.9 * state.var + 0.1 * live.var(0)) < 1e-14
-    y_live, _ = jaxbn.batch_norm(live, gamma, beta, state, training=True)
+    mean, var = np.asarray(state.mean), np.asarray(state.var)
+    assert rel_error(new.mean, 0.9 * mean + 0.1 * live.mean(0)) < 1e-14
+    assert rel_error(new.var, 0.9 * var + 0.1 * live.var(0)) < 1e-14
+    y_live, _ = bn(live, gamma, beta, state, training=True)
     assert rel_error(np.asarray(y)[mask], y_live) < 1e-14
-    g = grads(jnp.asarray(xn), gamma, beta, c, state, mask, 3.0, 5.0, **_opts(vbs=4))
-    assert all(bool(jnp.all(jnp.isfinite(a))) for a in g)
-    assert float(jnp.max(jnp.abs(g[0][~mask]))) == 0.0  # masked rows: exactly zero gradient
+    g = [np.asarray(a) for a in grads(xn, gamma, beta, c, state, mask, 3.0, 5.0, **_opts(vbs=4))]
+    assert all(np.all(np.isfinite(a)) for a in g)
+    assert np.max(np.abs(g[0][~mask])) == 0.0  # masked rows: exactly zero gradient
 
 
 # --- running statistics: cumulative and unbiased ---------------------------------------------
@@ -342,9 +356,9 @@ def test_unbiased_running_variance(x64):
     ids=lambda v: None,
 )  # fmt: skip
 def test_bad_options(kwargs, error, match):
-    x = jnp.ones((N, D))
+    x = np.ones((N, D), np.float32)
     state = jaxbn.batch_norm_state(D if kwargs.get("axis", -1) == -1 else N)
-    p = jnp.ones(D if kwargs.get("axis", -1) == -1 else N)
+    p = np.ones(D if kwargs.get("axis", -1) == -1 else N, np.float32)
     with pytest.raises(error, match=match):
         jaxbn.batch_norm(x, p, p, state, training=True, **kwargs)
 
@@ -353,12 +367,12 @@ def test_bad_options(kwargs, error, match):
 
 
 def test_net_options_and_per_call_bounds():
-    x = jax.random.normal(jax.random.key(1), (8, 6))
+    x = np.random.default_rng(1).standard_normal((8, 6)).astype(np.float32)
     plain = jaxbn.FullyConnectedNet((7,), 3, normalization="batchnorm")
     renorm = jaxbn.FullyConnectedNet((7,), 3, normalization="batchnorm", renorm=True, rmax=2.0)
     params, state = plain.init(jax.random.key(0), 6)
+    out0, s0 = jax.jit(plain.apply, static_argnames="training")(params, state, x, training=True)
     apply = jax.jit(renorm.apply, static_argnames="training")
-    out0, s0 = plain.apply(params, state, x, training=True)
     out1, s1 = apply(params, state, x, training=True, rmax=jnp.asarray(1.0), dmax=0.0)
     assert rel_error(out0, out1) < 1e-6
     np.testing.assert_allclose(s0[0].var, s1[0].var, rtol=1e-6)
@@ -366,9 +380,9 @@ def test_net_options_and_per_call_bounds():
         (7,), 3, normalization="batchnorm", virtual_batch_size=4, running_var="unbiased",
         momentum=None,
     )  # fmt: skip
-    _, sg = ghost.apply(params, state, x, training=True)
-    h = x @ params[0]["W"] + params[0]["b"][None, :]
-    want = np.mean([np.var(np.asarray(h)[i : i + 4], 0, ddof=1) for i in (0, 4)], 0)
+    _, sg = jax.jit(ghost.apply, static_argnames="training")(params, state, x, training=True)
+    h = x @ np.asarray(params[0]["W"]) + np.asarray(params[0]["b"])[None, :]
+    want = np.mean([np.var(h[i : i + 4], 0, ddof=1) for i in (0, 4)], 0)
     np.testing.assert_allclose(sg[0].var, want, rtol=1e-5)
     with pytest.raises(ValueError, match="rmax must be >= 1"):
         jaxbn.FullyConnectedNet((7,), 3, normalization="batchnorm", renorm=True, rmax=0.9)
@@ -379,7 +393,7 @@ def test_net_options_and_per_call_bounds():
 def test_renorm_schedule_in_step_and_fit():
     import optax
 
-    x = np.asarray(jax.random.normal(jax.random.key(1), (16, 6)), np.float32)
+    x = np.random.default_rng(1).standard_normal((16, 6)).astype(np.float32)
     y = np.arange(16) % 3
     net = jaxbn.FullyConnectedNet((7,), 3, normalization="batchnorm", renorm=True)
     net_bn = jaxbn.FullyConnectedNet((7,), 3, normalization="batchnorm", renorm=True, rmax=1.0,
@@ -392,7 +406,7 @@ def test_renorm_schedule_in_step_and_fit():
         return 1.0 + jnp.minimum(step, 2) * 1.0, jnp.minimum(step, 2) * 2.5
 
     ts0 = jaxbn.init_train_state(net, opt, jax.random.key(0), 6)
-    ts1 = jax.tree.map(jnp.copy, ts0)
+    ts1 = jax.jit(partial(jax.tree.map, jnp.copy))(ts0)  # make_train_step donates ts0
     a, _ = jaxbn.make_train_step(net, opt, renorm_schedule=schedule)(ts0, x, y)
     b, _ = jaxbn.make_train_step(net_bn, opt)(ts1, x, y)
     assert isinstance(seen[0], jax.core.Tracer)
