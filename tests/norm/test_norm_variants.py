@@ -99,6 +99,7 @@ VARIANTS = {
     "no_gamma": dict(no_gamma=True),
     "no_beta_renorm": dict(no_beta=True, renorm=True),
     "no_gamma_no_beta_ghost": dict(no_gamma=True, no_beta=True, vbs=4),
+    "one_ghost_batch_renorm_mask": dict(vbs=N, renorm=True, masked=True),  # no group axis
 }
 
 
