@@ -11,7 +11,7 @@ import json
 import sys
 import time
 
-from tests.multiprocess import initialize_on_loopback, is_loopback, tcp_addresses
+from experiments.common.loopback import initialize_on_loopback, is_loopback, tcp_addresses
 
 T0 = time.perf_counter()
 PROCESS = initialize_on_loopback()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.multiprocess import cpu_collectives_missing, launch
+from experiments.common.loopback import cpu_collectives_missing, launch
 
 WORKER = Path(__file__).with_name("multiprocess_worker.py")
 FLOAT32_TOL = 1e-6  # float32 round-off from a different reduction order, nothing more

@@ -1,8 +1,8 @@
 """Run an experiment's training in N local processes (loopback only) and check it on one device.
 
 Used by ``experiments/data_parallel.py --processes N``. The launcher and the loopback
-``jax.distributed`` setup are the test suite's (``tests/multiprocess.py``): every process binds
-127.0.0.1 only, and a deadline ends the processes it started.
+``jax.distributed`` setup are in ``experiments/common/loopback.py`` (the multi-process tests use
+them too): every process binds 127.0.0.1 only, and a deadline ends the processes it started.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def rel_diff(a, b) -> float:
 
 def worker(args, train):
     """One of the processes: ``train(mesh)`` on the mesh of every process's devices."""
-    from tests.multiprocess import initialize_on_loopback
+    from experiments.common.loopback import initialize_on_loopback
 
     process = initialize_on_loopback()
     from jaxbn import parallel
@@ -33,8 +33,8 @@ def worker(args, train):
 
 def compare_with_one_device(script, args, argv, train):
     """Launch ``args.processes`` copies of ``script --worker``, then compare with ``train()``."""
+    from experiments.common.loopback import launch
     from jaxbn._io import write_json
-    from tests.multiprocess import launch
 
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ def test_data_parallel_script_writes_results(tmp_path):
 @pytest.mark.slow
 def test_data_parallel_script_processes_match_one_device(tmp_path, capsys):
     pytest.importorskip("sklearn")  # the digits
-    from tests.multiprocess import cpu_collectives_missing
+    from experiments.common.loopback import cpu_collectives_missing
 
     reason = cpu_collectives_missing()
     if reason is not None:

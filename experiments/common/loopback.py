@@ -1,4 +1,4 @@
-"""Start N JAX processes on this machine that talk over 127.0.0.1 only (tests and experiments).
+"""Start N JAX processes on this machine that talk over 127.0.0.1 only (experiments and tests).
 
 The launcher (``launch``) picks a free port on 127.0.0.1, starts the worker script N times with
 ``JAXBN_COORDINATOR``, ``JAXBN_NUM_PROCESSES`` and ``JAXBN_PROCESS_ID`` set, and kills only the
@@ -146,7 +146,7 @@ def launch(
         "JAXBN_NUM_PROCESSES": str(n_processes),
         "JAX_PLATFORMS": "cpu",
     }
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])  # the repository: experiments/ and tests/
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     with tempfile.TemporaryDirectory() as tmp:
         procs, logs = [], []
