@@ -1,4 +1,4 @@
-"""Reliability of the data loaders (issue 9): case 10 (a partial CIFAR-10 folder names exactly the
+"""Reliability of the data loaders: case 10 (a partial CIFAR-10 folder names exactly the
 missing files) and the load_dataset part of case 12 (seed / n_train validation)."""
 
 import pickle

@@ -1,4 +1,4 @@
-"""Reliability of batch_norm (issue 9): masked garbage, empty batches, bad batches, validation.
+"""Reliability of batch_norm: masked garbage, empty batches, bad batches, validation.
 
 Cases covered here: 1 (NaN/Inf in masked-out rows), 2 (all-False mask, also under axis_name),
 5 (a non-finite batch keeps the running statistics), 12 (axis / num_features / eps validation).

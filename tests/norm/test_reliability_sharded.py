@@ -1,4 +1,4 @@
-"""Issue 9, case 11: eager jax.shard_map (no jit) around batch_norm(axis_name=...) on 8 CPU devices,
+"""Eager jax.shard_map (no jit) around batch_norm(axis_name=...) on 8 CPU devices,
 with an uneven masked batch (30 real rows of 32), equals one device on the real rows."""
 
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Reliability of fit, evaluate and checkpoints (issue 9).
+"""Reliability of fit, evaluate and checkpoints.
 
 Cases: 3 (divergence in an epoch's last update), 4 (NaN/Inf in x_train / x_val, target_loss=nan),
 6 (corrupt checkpoints), 7 (params of another net), 8 (evaluate's labels), 9 (unwritable
