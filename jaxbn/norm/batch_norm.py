@@ -22,13 +22,7 @@ from jaxbn.norm import _dispatch as D
 from jaxbn.norm import _formulas as F
 from jaxbn.norm import _variants as V
 
-__all__ = [
-    "RUNNING_VARS",
-    "BatchNormState",
-    "batch_norm",
-    "batch_norm_state",
-    "batch_norm_train",
-]
+__all__ = ["RUNNING_VARS", "BatchNormState", "batch_norm", "batch_norm_state", "batch_norm_train"]
 
 RUNNING_VARS = ("biased", "unbiased")
 
@@ -153,8 +147,7 @@ def _prepare_bn(x, gamma, beta, *, eps, axis, axis_name, mask, backward, trainin
 
 
 def _ghost(x, mask, size, feature_axes, eps):
-    """Group ``x`` ``(N, ...)`` into ``(N // size, size, ...)`` and build the grouped layout
-    (or, for one group, keep ``x`` and use a per-device batch-norm layout)."""
+    """Group ``x`` ``(N, ...)`` into ``(N // size, size, ...)``; return it, the mask, the layout."""
     size = _checks.positive_int("virtual_batch_size", size)
     if 0 in feature_axes:
         raise ValueError(
@@ -167,18 +160,15 @@ def _ghost(x, mask, size, feature_axes, eps):
             f"virtual_batch_size={size} does not divide the batch size {n} (x.shape[0], per "
             "device under axis_name); pad the batch to a multiple and pass a mask"
         )
-    per_group = size * math.prod(
-        n_a for a, n_a in enumerate(x.shape) if a and a not in feature_axes
-    )
+    per_group = size * math.prod(k for a, k in enumerate(x.shape) if a not in (0, *feature_axes))
     if mask is None and per_group < 2:
         raise ValueError(
             f"virtual_batch_size={size} leaves {per_group} value per feature in each group; "
             "batch statistics need at least 2"
         )
     if n == size:
-        # One group: batch norm on this device's rows, in x's own shape. (Same result as the
-        # grouped layout, whose size-1 group axis sends XLA CPU's reductions down a path up to
-        # 10x slower.) The running statistics still average the groups across devices.
+        # One group: this device's rows in x's own shape (a size-1 group axis sends XLA CPU's
+        # reductions down a path up to 10x slower); batch_contribution still averages devices.
         reduced = tuple(a for a in range(x.ndim) if a not in feature_axes)
         return x, mask, F.layout(x.shape, reduced, reduced, eps, None, mask is not None)
     grouped = (n // size, size, *x.shape[1:])
