@@ -87,15 +87,15 @@ def main(argv=None):
     gamma, beta = jnp.ones(d), jnp.zeros(d)
     state = jaxbn.batch_norm_state(d)
     forms = {"layer": make_layer, "fused loss": make_loss}
+    names = list(variants(args.ghost))
     fns = {}
     for form, make in forms.items():
         for name, kw in variants(args.ghost).items():
             fn = make(kw, state)
-            fns[(form, name)] = lambda fn=fn: fn(x, gamma, beta, c)
-    keys = list(fns)
+            fns[f"{form}: {name}"] = lambda fn=fn: fn(x, gamma, beta, c)
     reason = busy()
     times = time_interleaved(
-        {f"{form}: {name}": fns[(form, name)] for form, name in keys},
+        fns,
         warmup=args.warmup,
         min_runs=args.rounds,
         max_runs=args.rounds,
@@ -112,9 +112,7 @@ def main(argv=None):
         print(f"\n{form}\n")
         print("| variant | median (us) | quartiles (us) | ratio to plain BN |")
         print("| --- | ---: | ---: | ---: |")
-        for f, name in keys:
-            if f != form:
-                continue
+        for name in names:
             t = times[f"{form}: {name}"]
             print(
                 f"| {name} | {t.median * 1e6:.0f} | {t.q25 * 1e6:.0f}-{t.q75 * 1e6:.0f} | "

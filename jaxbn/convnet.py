@@ -33,7 +33,7 @@ from jax.typing import ArrayLike, DTypeLike
 from jaxbn import _checks
 from jaxbn.dropout import dropout as _dropout
 from jaxbn.initializers import init_std
-from jaxbn.nn import ACTIVATION_FNS
+from jaxbn.nn import ACTIVATION_FNS, check_tree
 from jaxbn.norm import BACKWARDS, BatchNormState, batch_norm, batch_norm_state, layer_norm
 
 __all__ = ["DATA_FORMATS", "ConvNet"]
@@ -342,32 +342,13 @@ class ConvNet:
         return self._affine(len(params) - 1, params[-1], h), new_state
 
     def _check_tree(self, params: Any, state: Any) -> None:
-        """Check the static structure of params and state against this configuration."""
-        n = self.num_layers
-        if not isinstance(params, (list, tuple)) or len(params) != n:
-            got = len(params) if isinstance(params, (list, tuple)) else type(params).__name__
-            raise ValueError(f"params must be a list of {n} layer dicts, got {got}")
-        norm = self.normalization is not None
+        """``nn.check_tree``, and conv weights with 4 axes, dense ones with 2."""
+        check_tree(params, state, self.num_layers, self.normalization)
         for i, layer in enumerate(params):
-            want = {"W", "b"} | ({"gamma", "beta"} if norm and i < n - 1 else set())
-            if not isinstance(layer, dict) or set(layer) != want:
-                keys = sorted(layer) if isinstance(layer, dict) else type(layer).__name__
-                raise ValueError(f"params[{i}] must be a dict with keys {sorted(want)}, got {keys}")
             ndim = 4 if i < len(self.channels) else 2
             if jnp.ndim(layer["W"]) != ndim:
                 raise ValueError(
                     f"params[{i}]['W'] must have {ndim} axes, got shape {jnp.shape(layer['W'])}"
-                )
-        if not isinstance(state, (list, tuple)) or len(state) != n - 1:
-            got = len(state) if isinstance(state, (list, tuple)) else type(state).__name__
-            raise ValueError(f"state must be a list of {n - 1} entries, got {got}")
-        bn = self.normalization == "batchnorm"
-        for i, s in enumerate(state):
-            if bn and not isinstance(s, BatchNormState):
-                raise ValueError(f"state[{i}] must be a BatchNormState, got {type(s).__name__}")
-            if not bn and s is not None:
-                raise ValueError(
-                    f"state[{i}] must be None for normalization={self.normalization!r}"
                 )
 
 

@@ -355,33 +355,43 @@ class FullyConnectedNet:
         return h, hs, new_state
 
     def _check_tree(self, params: Any, state: Any) -> None:
-        """Check the static structure of params and state against this configuration."""
-        if not isinstance(params, (list, tuple)) or len(params) != self.num_layers:
-            got = len(params) if isinstance(params, (list, tuple)) else type(params).__name__
-            raise ValueError(
-                f"params must be a list of {self.num_layers} layer dicts for hidden_dims="
-                f"{self.hidden_dims}, got {got}"
-            )
-        norm = self.normalization is not None
-        for i, layer in enumerate(params):
-            want = {"W", "b"} | ({"gamma", "beta"} if norm and i < self.num_layers - 1 else set())
-            if not isinstance(layer, dict) or set(layer) != want:
-                keys = sorted(layer) if isinstance(layer, dict) else type(layer).__name__
-                raise ValueError(f"params[{i}] must be a dict with keys {sorted(want)}, got {keys}")
-        hidden = len(self.hidden_dims)
-        if not isinstance(state, (list, tuple)) or len(state) != hidden:
-            got = len(state) if isinstance(state, (list, tuple)) else type(state).__name__
-            raise ValueError(
-                f"state must be a list of {hidden} entries (one per hidden layer), got {got}"
-            )
-        bn = self.normalization == "batchnorm"
-        for i, s in enumerate(state):
-            if bn and not isinstance(s, BatchNormState):
-                raise ValueError(f"state[{i}] must be a BatchNormState, got {type(s).__name__}")
-            if not bn and s is not None:
-                raise ValueError(
-                    f"state[{i}] must be None for normalization={self.normalization!r}"
-                )
+        check_tree(
+            params,
+            state,
+            self.num_layers,
+            self.normalization,
+            f" for hidden_dims={self.hidden_dims}",
+        )
+
+
+def check_tree(params: Any, state: Any, num_layers: int, normalization, context="") -> None:
+    """Check the static structure of a net's params and state (``FullyConnectedNet``, ``ConvNet``).
+
+    ``params``: ``num_layers`` dicts with ``W`` and ``b`` (and ``gamma``, ``beta`` in the hidden
+    layers when the net normalizes); ``state``: one entry per hidden layer, a ``BatchNormState``
+    for batch norm and None otherwise. ``context`` ends the params message.
+    """
+    if not isinstance(params, (list, tuple)) or len(params) != num_layers:
+        got = len(params) if isinstance(params, (list, tuple)) else type(params).__name__
+        raise ValueError(f"params must be a list of {num_layers} layer dicts{context}, got {got}")
+    norm = normalization is not None
+    for i, layer in enumerate(params):
+        want = {"W", "b"} | ({"gamma", "beta"} if norm and i < num_layers - 1 else set())
+        if not isinstance(layer, dict) or set(layer) != want:
+            keys = sorted(layer) if isinstance(layer, dict) else type(layer).__name__
+            raise ValueError(f"params[{i}] must be a dict with keys {sorted(want)}, got {keys}")
+    hidden = num_layers - 1
+    if not isinstance(state, (list, tuple)) or len(state) != hidden:
+        got = len(state) if isinstance(state, (list, tuple)) else type(state).__name__
+        raise ValueError(
+            f"state must be a list of {hidden} entries (one per hidden layer), got {got}"
+        )
+    bn = normalization == "batchnorm"
+    for i, s in enumerate(state):
+        if bn and not isinstance(s, BatchNormState):
+            raise ValueError(f"state[{i}] must be a BatchNormState, got {type(s).__name__}")
+        if not bn and s is not None:
+            raise ValueError(f"state[{i}] must be None for normalization={normalization!r}")
 
 
 _init_fc = jax.jit(FullyConnectedNet._init, static_argnums=(0, 2, 3))

@@ -18,16 +18,6 @@ def rel_error(a, b) -> float:
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(a) + np.abs(b)), 1e-8))
 
 
-def central_difference(f, x, h=1e-6):
-    """Gradient of the scalar function f at x by central differences, one entry at a time."""
-    x = jnp.asarray(x)
-    eye = jnp.eye(x.size, dtype=x.dtype).reshape((x.size, *x.shape))
-    f_batched = jax.jit(jax.vmap(f))
-    plus = f_batched(x[None] + h * eye)
-    minus = f_batched(x[None] - h * eye)
-    return ((plus - minus) / (2 * h)).reshape(x.shape)
-
-
 def jgrad(f, argnums=0, **kwargs):
     """jax.jit(jax.grad(...)): one compilation instead of one per eager op."""
     return jax.jit(jax.grad(f, argnums=argnums, **kwargs))
@@ -63,9 +53,9 @@ def load_experiment(script):
 def central_differences(f, args, h=1e-6):
     """Gradients of the scalar ``f(*args)`` with respect to each of ``args`` by central differences.
 
-    The traceable form of ``central_difference``, one entry at a time as there, for use inside a
-    jitted function: every argument's differences then compile into one program, which calls with
-    the same shapes reuse.
+    One entry at a time (all of an argument's entries batched by vmap). Traceable, for use inside
+    a jitted function: every argument's differences then compile into one program, which calls
+    with the same shapes reuse.
     """
 
     def one(i):

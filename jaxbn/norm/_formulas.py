@@ -36,7 +36,7 @@ class Layout(NamedTuple):
     stat_axes: tuple[int, ...]  # axes the mean and variance reduce over
     param_axes: tuple[int, ...]  # axes dgamma and dbeta reduce over (the non-feature axes)
     param_bshape: tuple[int, ...]  # gamma/beta reshaped to broadcast against x
-    mask_bshape: tuple[int, ...] | None  # mask reshaped to broadcast against x
+    mask_bshape: tuple[int, ...] | None  # mask (over the non-feature axes) broadcast against x
     eps: float
     axis_name: Hashable | None  # collective axis for the statistics (batch norm only)
 
@@ -297,13 +297,17 @@ def has_real_elements(mask, axis_name=None):
 
 
 def layout(x_shape, stat_axes, param_axes, eps, axis_name=None, with_mask=False) -> Layout:
-    """The static ``Layout`` of a call on ``x_shape``; features are the axes not in param_axes."""
+    """The static ``Layout`` of a call on ``x_shape``; features are the axes not in param_axes.
+
+    A mask covers the non-feature axes (for batch norm those are the statistics axes too; for
+    ghost batches they include the group axis).
+    """
     ndim = len(x_shape)
     return Layout(
         stat_axes=tuple(stat_axes),
         param_axes=tuple(param_axes),
         param_bshape=tuple(1 if a in param_axes else x_shape[a] for a in range(ndim)),
-        mask_bshape=tuple(x_shape[a] if a in stat_axes else 1 for a in range(ndim))
+        mask_bshape=tuple(x_shape[a] if a in param_axes else 1 for a in range(ndim))
         if with_mask
         else None,
         eps=eps,

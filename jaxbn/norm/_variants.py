@@ -42,18 +42,8 @@ def ghost_layout(x_shape, feature_axes, eps, with_mask) -> Layout:
 
     ``feature_axes`` index the grouped shape (so are >= 2).
     """
-    ndim = len(x_shape)
-    others = tuple(a for a in range(ndim) if a not in feature_axes)
-    return Layout(
-        stat_axes=others[1:],
-        param_axes=others,
-        param_bshape=tuple(1 if a in others else x_shape[a] for a in range(ndim)),
-        mask_bshape=tuple(x_shape[a] if a in others else 1 for a in range(ndim))
-        if with_mask
-        else None,
-        eps=eps,
-        axis_name=None,
-    )
+    others = tuple(a for a in range(len(x_shape)) if a not in feature_axes)
+    return F.layout(x_shape, others[1:], others, eps, None, with_mask)
 
 
 def _moments(x, mask_b, lay: Layout, *, private: bool = False):
